@@ -1,0 +1,31 @@
+{
+  "targets": [
+    {
+      "target_name": "resnext",
+      "sources": [
+        "native/binding/addon.cc",
+        "native/core/backend.cc",
+        "native/core/ops.cc",
+        "native/core/tensor.cc",
+        "native/core/cpu/conv2d.cc",
+        "native/core/cpu/gemm.cc",
+        "native/core/cpu/nn_ops.cc",
+        "native/core/cpu/parallel.cc",
+        "native/core/cpu/tensor_ops.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions"],
+      "xcode_settings": {
+        "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+        "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+        "MACOSX_DEPLOYMENT_TARGET": "11.0"
+      },
+      "msvs_settings": {
+        "VCCLCompilerTool": { "ExceptionHandling": 1 }
+      }
+    }
+  ]
+}

@@ -1,0 +1,107 @@
+// The backend interface: one virtual method per kernel. The op layer (ops.cc) validates
+// arguments, infers and allocates outputs, and then calls the backend of the inputs' device
+// with everything checked; a backend only computes. Adding an op means one method here, one
+// entry in ops.h/ops.cc, a kernel per backend, a gradient (lib/ops) and a test.
+// (Same split as ggml's backend interface struct and ATen's native_functions.yaml dispatch.)
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "tensor.h"
+
+namespace rx {
+
+struct Conv2dArgs {
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, groups = 1;
+};
+
+// Which fused epilogue follows the normalisation: y = act(bn(x) [+ residual]).
+enum class BnAct { None = 0, ReLU = 1, AddReLU = 2 };
+
+struct BatchNormArgs {
+  bool training = true;
+  double momentum = 0.1;
+  double eps = 1e-5;
+  BnAct act = BnAct::None;
+};
+
+struct Pool2dArgs {
+  int64_t kh, kw, sh, sw, ph, pw;
+};
+
+struct SgdArgs {
+  double lr = 0.01, momentum = 0, dampening = 0, weight_decay = 0;
+  bool nesterov = false;
+  bool first_step = true;  // momentum buffer is initialised from the gradient (PyTorch's rule)
+};
+
+enum class BinaryOp { Add = 0, Sub = 1, Mul = 2, Div = 3, Max = 4, Gt = 5 };
+enum class ScalarOp { Add = 0, Mul = 1, Pow = 2, RSub = 3 /* s - x */, RDiv = 4 /* s / x */ };
+enum class UnaryOp { Neg = 0, Exp = 1, Log = 2, Sqrt = 3, Abs = 4, Sign = 5 };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char *name() const = 0;
+
+  // Data movement. copy: same shape/dtype, either tensor may live on this backend's device.
+  virtual void fill(Tensor &t, double value) = 0;
+  virtual void copy(const Tensor &src, Tensor &dst) = 0;
+  virtual void cast(const Tensor &src, Tensor &dst) = 0;
+  virtual void permute(const Tensor &src, Tensor &dst, const std::vector<int> &perm) = 0;
+  virtual void expand(const Tensor &src, Tensor &dst) = 0;  // broadcast src to dst's shape
+  // Counter-based generator: element i draws from (seed, offset + i), so results do not
+  // depend on thread count or device.
+  virtual void random_uniform(Tensor &t, double lo, double hi, uint64_t seed, uint64_t offset) = 0;
+  virtual void random_normal(Tensor &t, double mean, double std, uint64_t seed, uint64_t offset) = 0;
+
+  virtual void conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, Tensor &y, const Conv2dArgs &a) = 0;
+  virtual void conv2d_backward_data(const Tensor &gy, const Tensor &w, Tensor &gx, const Conv2dArgs &a) = 0;
+  virtual void conv2d_backward_filter(const Tensor &gy, const Tensor &x, Tensor &gw, const Conv2dArgs &a) = 0;
+
+  // residual only for BnAct::AddReLU. Updates running stats in training mode.
+  virtual void batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta, const Tensor *residual,
+                                  Tensor &running_mean, Tensor &running_var, Tensor &y, Tensor &save_mean,
+                                  Tensor &save_invstd, const BatchNormArgs &a) = 0;
+  // y is the forward output (its sign masks the ReLU); gresidual only for AddReLU.
+  virtual void batch_norm_backward(const Tensor &gy, const Tensor &x, const Tensor &y, const Tensor &gamma,
+                                   const Tensor &save_mean, const Tensor &save_invstd, Tensor &gx, Tensor &ggamma,
+                                   Tensor &gbeta, Tensor *gresidual, const BatchNormArgs &a) = 0;
+
+  virtual void relu_forward(const Tensor &x, Tensor &y) = 0;
+  virtual void relu_backward(const Tensor &gy, const Tensor &y, Tensor &gx) = 0;
+  virtual void binary(BinaryOp op, const Tensor &a, const Tensor &b, Tensor &out) = 0;  // broadcasting
+  virtual void scalar(ScalarOp op, const Tensor &x, double s, Tensor &out) = 0;
+  virtual void unary(UnaryOp op, const Tensor &x, Tensor &out) = 0;
+  // Sums over the axes where reduce[i] is true; out has x's rank with those axes set to 1.
+  virtual void sum(const Tensor &x, const std::vector<bool> &reduce, Tensor &out) = 0;
+
+  virtual void max_pool2d_forward(const Tensor &x, Tensor &y, Tensor &indices, const Pool2dArgs &a) = 0;
+  virtual void max_pool2d_backward(const Tensor &gy, const Tensor &indices, Tensor &gx) = 0;
+  virtual void global_avg_pool2d_forward(const Tensor &x, Tensor &y) = 0;
+  virtual void global_avg_pool2d_backward(const Tensor &gy, Tensor &gx) = 0;
+
+  // out[M,N] = op(a) op(b) (+ bias[N] broadcast over rows when given)
+  virtual void matmul(const Tensor &a, const Tensor &b, bool ta, bool tb, const Tensor *bias, Tensor &out) = 0;
+
+  // loss = mean_i [ -(1-eps) log p[i,t_i] - eps/K sum_j log p[i,j] ]; probs = softmax(logits)
+  virtual void cross_entropy_forward(const Tensor &logits, const Tensor &targets, double smoothing, Tensor &loss,
+                                     Tensor &probs) = 0;
+  // glogits = gloss * (probs - ((1-eps) onehot + eps/K)) / N
+  virtual void cross_entropy_backward(const Tensor &probs, const Tensor &targets, double smoothing,
+                                      const Tensor &gloss, Tensor &glogits) = 0;
+  virtual void topk(const Tensor &x, int64_t k, Tensor &indices) = 0;  // rows of [N, K], descending
+
+  // In place: param -= lr * update, PyTorch's SGD rule (weight decay, momentum, dampening, Nesterov).
+  virtual void sgd_step(Tensor &param, const Tensor &grad, Tensor *momentum_buf, const SgdArgs &a) = 0;
+};
+
+// Backend registry. The CPU backend is always present; the CUDA backend registers itself
+// when its shared library is loaded.
+Backend &backend_for(Device d);
+void register_backend(DeviceType t, Backend *b);
+bool backend_available(DeviceType t);
+Backend &cpu_backend();
+
+}  // namespace rx

@@ -1,0 +1,71 @@
+// Internal micro-kernels shared by gemm.cc and conv2d.cc (not part of the public CPU API).
+//
+// Two register-blocked primitives cover GEMM and all three convolution directions:
+//
+//   tap:  C[i][j] = alpha * sum_{t<kc} a[t*MR + i] * b[offs[t] + j] + beta * C[i][j]   (i<mr<=MR, j<nr<=NR)
+//         `a` is a packed panel (MR values per t, zero-padded rows). Each B row is addressed by an
+//         offset, so the same kernel reads a packed GEMM panel (offs[t] = t*NR) or an implicit
+//         im2col: rows of a padded/phase-split image plane shifted by a filter tap (conv forward
+//         and backward-data never materialize im2col). beta == 0 never reads C.
+//         B is read only at j < nr (masked loads), so callers need no over-read slack.
+//   dot:  C[i][j] += sum_{p<len} a[i*lda + p] * b[offs[j] + p]   (i<mr<=DMR, j<nt<=DNT)
+//         Dot products along a contiguous axis: conv backward-filter reduces over output pixels.
+//
+// The float kernels exist per ISA (gemm_avx2.cc, gemm_avx512.cc, compiled with per-function
+// target attributes so no build flags are needed) and are picked at run time with
+// __builtin_cpu_supports; a portable C++ version (gemm.cc) is the fallback and the double path.
+// RESNEXT_CPU_ISA=scalar|avx2|avx512 caps the choice (for tests and benchmarks).
+#pragma once
+
+#include <cstdint>
+
+namespace rx::cpu {
+
+template <typename T>
+struct GemmKernels {
+  int mr, nr;    // tap tile
+  int dmr, dnt;  // dot tile
+  void (*tap)(int64_t kc, const T *a, const T *b, const int64_t *offs, T *c, int64_t ldc, int mr, int nr,
+              T alpha, T beta);
+  void (*dot)(int64_t len, const T *a, int64_t lda, const T *b, const int64_t *offs, T *c, int64_t ldc, int mr,
+              int nt);
+  const char *name;
+};
+
+const GemmKernels<float> &gemm_kernels_f32();
+const GemmKernels<double> &gemm_kernels_f64();
+
+template <typename T>
+inline const GemmKernels<T> &gemm_kernels();
+template <>
+inline const GemmKernels<float> &gemm_kernels<float>() {
+  return gemm_kernels_f32();
+}
+template <>
+inline const GemmKernels<double> &gemm_kernels<double>() {
+  return gemm_kernels_f64();
+}
+
+// Single-threaded packed GEMM (same contract as gemm_f32/gemm_f64); conv2d calls it inside its
+// own parallel regions.
+template <typename T>
+void gemm_serial(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T *A, int64_t lda, const T *B,
+                 int64_t ldb, T beta, T *C, int64_t ldc);
+
+// ISA entry points (defined only when the compiler supports the target attribute).
+namespace avx2 {
+constexpr int kMR = 4, kNR = 24, kDMR = 4, kDNT = 3;
+void tap_f32(int64_t kc, const float *a, const float *b, const int64_t *offs, float *c, int64_t ldc, int mr, int nr,
+             float alpha, float beta);
+void dot_f32(int64_t len, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c, int64_t ldc,
+             int mr, int nt);
+}  // namespace avx2
+namespace avx512 {
+constexpr int kMR = 4, kNR = 64, kDMR = 4, kDNT = 4;
+void tap_f32(int64_t kc, const float *a, const float *b, const int64_t *offs, float *c, int64_t ldc, int mr, int nr,
+             float alpha, float beta);
+void dot_f32(int64_t len, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c, int64_t ldc,
+             int mr, int nt);
+}  // namespace avx512
+
+}  // namespace rx::cpu

@@ -1,0 +1,316 @@
+// CPU kernels for the network layers: convolution dispatch, batch norm (plain and fused with
+// ReLU / residual add + ReLU), pooling, dense layers, cross-entropy and top-k.
+// Layout NCHW; batch norm works per channel (one task per channel, N strided planes each) and
+// accumulates its statistics in double.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+
+#include "conv2d.h"
+#include "cpu_backend.h"
+#include "gemm.h"
+#include "parallel.h"
+
+namespace rx::cpu {
+
+namespace {
+ConvGeom geom(const Tensor &x, const Shape &w, const Shape &y, const Conv2dArgs &a) {
+  return {x.dim(0), x.dim(1), x.dim(2), x.dim(3), w[0], w[2], w[3], y[2], y[3], a.stride_h, a.stride_w,
+          a.pad_h, a.pad_w, a.groups};
+}
+}  // namespace
+
+void CpuBackend::conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, Tensor &y, const Conv2dArgs &a) {
+  ConvGeom g = geom(x, w.shape(), y.shape(), a);
+  RX_DISPATCH_FLOAT(x.dtype(), "conv2d", [&] {
+    cpu::conv2d_forward<T>(g, x.data<T>(), w.data<T>(), b ? b->data<T>() : nullptr, y.data<T>());
+  });
+}
+
+void CpuBackend::conv2d_backward_data(const Tensor &gy, const Tensor &w, Tensor &gx, const Conv2dArgs &a) {
+  ConvGeom g = geom(gx, w.shape(), gy.shape(), a);
+  RX_DISPATCH_FLOAT(gy.dtype(), "conv2d_backward_data",
+                    [&] { cpu::conv2d_backward_data<T>(g, gy.data<T>(), w.data<T>(), gx.data<T>()); });
+}
+
+void CpuBackend::conv2d_backward_filter(const Tensor &gy, const Tensor &x, Tensor &gw, const Conv2dArgs &a) {
+  ConvGeom g = geom(x, gw.shape(), gy.shape(), a);
+  RX_DISPATCH_FLOAT(gy.dtype(), "conv2d_backward_filter",
+                    [&] { cpu::conv2d_backward_filter<T>(g, gy.data<T>(), x.data<T>(), gw.data<T>()); });
+}
+
+void CpuBackend::batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta, const Tensor *residual,
+                                    Tensor &running_mean, Tensor &running_var, Tensor &y, Tensor &save_mean,
+                                    Tensor &save_invstd, const BatchNormArgs &a) {
+  int64_t N = x.dim(0), C = x.dim(1), HW = x.dim(2) * x.dim(3), M = N * HW;
+  RX_DISPATCH_FLOAT(x.dtype(), "batchNorm2d", [&] {
+    const T *px = x.data<T>(), *pg = gamma.data<T>(), *pb = beta.data<T>();
+    const T *pr = residual ? residual->data<T>() : nullptr;
+    T *py = y.data<T>(), *rm = running_mean.data<T>(), *rv = running_var.data<T>();
+    T *sm = save_mean.data<T>(), *si = save_invstd.data<T>();
+    parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; c++) {
+        double mean, invstd;
+        if (a.training) {
+          double s = 0;
+          for (int64_t n = 0; n < N; n++) {
+            const T *p = px + (n * C + c) * HW;
+            T part = 0;
+            for (int64_t i = 0; i < HW; i++) part += p[i];
+            s += part;
+          }
+          mean = s / M;
+          double v = 0;
+          for (int64_t n = 0; n < N; n++) {
+            const T *p = px + (n * C + c) * HW;
+            T part = 0, mu = (T)mean;
+            for (int64_t i = 0; i < HW; i++) part += (p[i] - mu) * (p[i] - mu);
+            v += part;
+          }
+          double var = v / M;  // biased for normalisation
+          invstd = 1.0 / std::sqrt(var + a.eps);
+          // PyTorch updates running_var with the unbiased estimate.
+          rm[c] = (T)((1 - a.momentum) * rm[c] + a.momentum * mean);
+          rv[c] = (T)((1 - a.momentum) * rv[c] + a.momentum * var * M / (M - 1));
+        } else {
+          mean = rm[c];
+          invstd = 1.0 / std::sqrt((double)rv[c] + a.eps);
+        }
+        sm[c] = (T)mean;
+        si[c] = (T)invstd;
+        T scale = (T)(pg[c] * invstd), shift = (T)(pb[c] - mean * pg[c] * invstd);
+        for (int64_t n = 0; n < N; n++) {
+          int64_t off = (n * C + c) * HW;
+          const T *p = px + off;
+          T *q = py + off;
+          if (a.act == BnAct::None) {
+            for (int64_t i = 0; i < HW; i++) q[i] = p[i] * scale + shift;
+          } else if (a.act == BnAct::ReLU) {
+            for (int64_t i = 0; i < HW; i++) q[i] = std::max(p[i] * scale + shift, T(0));
+          } else {
+            const T *r = pr + off;
+            for (int64_t i = 0; i < HW; i++) q[i] = std::max(p[i] * scale + shift + r[i], T(0));
+          }
+        }
+      }
+    });
+  });
+}
+
+void CpuBackend::batch_norm_backward(const Tensor &gy, const Tensor &x, const Tensor &y, const Tensor &gamma,
+                                     const Tensor &save_mean, const Tensor &save_invstd, Tensor &gx, Tensor &ggamma,
+                                     Tensor &gbeta, Tensor *gresidual, const BatchNormArgs &a) {
+  int64_t N = x.dim(0), C = x.dim(1), HW = x.dim(2) * x.dim(3), M = N * HW;
+  bool relu = a.act != BnAct::None;
+  RX_DISPATCH_FLOAT(x.dtype(), "batchNorm2d_backward", [&] {
+    const T *pgy = gy.data<T>(), *px = x.data<T>(), *py = y.data<T>(), *pg = gamma.data<T>();
+    const T *sm = save_mean.data<T>(), *si = save_invstd.data<T>();
+    T *pgx = gx.data<T>(), *pgg = ggamma.data<T>(), *pgb = gbeta.data<T>();
+    T *pgr = gresidual ? gresidual->data<T>() : nullptr;
+    parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; c++) {
+        const T mean = sm[c], inv = si[c];
+        // g = gy masked by the ReLU (y > 0); the residual's gradient is exactly g.
+        double sg = 0, sgx = 0;
+        for (int64_t n = 0; n < N; n++) {
+          int64_t off = (n * C + c) * HW;
+          const T *g = pgy + off, *p = px + off, *q = py + off;
+          T a1 = 0, a2 = 0;
+          for (int64_t i = 0; i < HW; i++) {
+            T gi = (!relu || q[i] > T(0)) ? g[i] : T(0);
+            a1 += gi;
+            a2 += gi * (p[i] - mean);
+          }
+          sg += a1;
+          sgx += a2;
+        }
+        pgb[c] = (T)sg;
+        pgg[c] = (T)(sgx * inv);
+        T k = pg[c] * inv;
+        T mg = (T)(sg / M), mgx = (T)(sgx * inv * inv / M);
+        for (int64_t n = 0; n < N; n++) {
+          int64_t off = (n * C + c) * HW;
+          const T *g = pgy + off, *p = px + off, *q = py + off;
+          T *o = pgx + off;
+          T *r = pgr ? pgr + off : nullptr;
+          for (int64_t i = 0; i < HW; i++) {
+            T gi = (!relu || q[i] > T(0)) ? g[i] : T(0);
+            if (r) r[i] = gi;
+            // training: gamma*inv*(g - mean(g) - xhat*mean(g*xhat)); eval: gamma*inv*g
+            o[i] = a.training ? k * (gi - mg - (p[i] - mean) * mgx) : k * gi;
+          }
+        }
+      }
+    });
+  });
+}
+
+void CpuBackend::max_pool2d_forward(const Tensor &x, Tensor &y, Tensor &indices, const Pool2dArgs &a) {
+  int64_t NC = x.dim(0) * x.dim(1), H = x.dim(2), W = x.dim(3), P = y.dim(2), Q = y.dim(3);
+  RX_DISPATCH_FLOAT(x.dtype(), "maxPool2d", [&] {
+    const T *px = x.data<T>();
+    T *py = y.data<T>();
+    int32_t *pi = indices.data<int32_t>();
+    parallel_for(0, NC, 1, [&](int64_t b, int64_t e) {
+      for (int64_t nc = b; nc < e; nc++) {
+        const T *plane = px + nc * H * W;
+        for (int64_t p = 0; p < P; p++)
+          for (int64_t q = 0; q < Q; q++) {
+            T best = -std::numeric_limits<T>::infinity();
+            int32_t bi = -1;
+            for (int64_t r = 0; r < a.kh; r++) {
+              int64_t h = p * a.sh - a.ph + r;
+              if (h < 0 || h >= H) continue;
+              for (int64_t s = 0; s < a.kw; s++) {
+                int64_t w = q * a.sw - a.pw + s;
+                if (w < 0 || w >= W) continue;
+                T v = plane[h * W + w];
+                if (v > best || bi < 0 || std::isnan(v)) {
+                  best = v;
+                  bi = (int32_t)(h * W + w);
+                }
+              }
+            }
+            py[(nc * P + p) * Q + q] = best;
+            pi[(nc * P + p) * Q + q] = bi;
+          }
+      }
+    });
+  });
+}
+
+void CpuBackend::max_pool2d_backward(const Tensor &gy, const Tensor &indices, Tensor &gx) {
+  int64_t NC = gx.dim(0) * gx.dim(1), HW = gx.dim(2) * gx.dim(3), PQ = gy.dim(2) * gy.dim(3);
+  RX_DISPATCH_FLOAT(gy.dtype(), "maxPool2d_backward", [&] {
+    const T *g = gy.data<T>();
+    const int32_t *pi = indices.data<int32_t>();
+    T *o = gx.data<T>();
+    parallel_for(0, NC, 1, [&](int64_t b, int64_t e) {
+      for (int64_t nc = b; nc < e; nc++) {
+        T *plane = o + nc * HW;
+        std::fill(plane, plane + HW, T(0));
+        for (int64_t i = 0; i < PQ; i++) {
+          int32_t k = pi[nc * PQ + i];
+          if (k >= 0) plane[k] += g[nc * PQ + i];
+        }
+      }
+    });
+  });
+}
+
+void CpuBackend::global_avg_pool2d_forward(const Tensor &x, Tensor &y) {
+  int64_t NC = x.dim(0) * x.dim(1), HW = x.dim(2) * x.dim(3);
+  RX_DISPATCH_FLOAT(x.dtype(), "globalAvgPool2d", [&] {
+    const T *px = x.data<T>();
+    T *py = y.data<T>();
+    parallel_for(0, NC, 64, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++) {
+        double s = 0;
+        for (int64_t j = 0; j < HW; j++) s += px[i * HW + j];
+        py[i] = (T)(s / HW);
+      }
+    });
+  });
+}
+
+void CpuBackend::global_avg_pool2d_backward(const Tensor &gy, Tensor &gx) {
+  int64_t NC = gx.dim(0) * gx.dim(1), HW = gx.dim(2) * gx.dim(3);
+  RX_DISPATCH_FLOAT(gy.dtype(), "globalAvgPool2d_backward", [&] {
+    const T *g = gy.data<T>();
+    T *o = gx.data<T>();
+    parallel_for(0, NC, 64, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++) {
+        T v = g[i] / (T)HW;
+        for (int64_t j = 0; j < HW; j++) o[i * HW + j] = v;
+      }
+    });
+  });
+}
+
+void CpuBackend::matmul(const Tensor &a, const Tensor &b, bool ta, bool tb, const Tensor *bias, Tensor &out) {
+  int64_t M = out.dim(0), N = out.dim(1), K = ta ? a.dim(0) : a.dim(1);
+  RX_DISPATCH_FLOAT(a.dtype(), "matmul", [&] {
+    T *o = out.data<T>();
+    T beta = 0;
+    if (bias) {
+      const T *pb = bias->data<T>();
+      for (int64_t m = 0; m < M; m++) std::memcpy(o + m * N, pb, sizeof(T) * N);
+      beta = 1;
+    }
+    gemm<T>(ta, tb, M, N, K, T(1), a.data<T>(), a.dim(1), b.data<T>(), b.dim(1), beta, o, N);
+  });
+}
+
+void CpuBackend::cross_entropy_forward(const Tensor &logits, const Tensor &targets, double smoothing, Tensor &loss,
+                                       Tensor &probs) {
+  int64_t N = logits.dim(0), K = logits.dim(1);
+  const int32_t *t = targets.data<int32_t>();
+  for (int64_t i = 0; i < N; i++)
+    if (t[i] < 0 || t[i] >= K)
+      fail(ErrorCode::Arg, "crossEntropy", "targets[" + std::to_string(i) + "]",
+           "a class index in [0, " + std::to_string(K - 1) + "]", std::to_string(t[i]));
+  RX_DISPATCH_FLOAT(logits.dtype(), "crossEntropy", [&] {
+    const T *pl = logits.data<T>();
+    T *pp = probs.data<T>();
+    std::vector<double> row_loss(N);
+    parallel_for(0, N, 16, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++) {
+        const T *l = pl + i * K;
+        double mx = l[0];
+        for (int64_t j = 1; j < K; j++) mx = std::max(mx, (double)l[j]);
+        double se = 0, sl = 0;
+        for (int64_t j = 0; j < K; j++) {
+          se += std::exp(l[j] - mx);
+          sl += l[j] - mx;
+        }
+        double lse = std::log(se);
+        for (int64_t j = 0; j < K; j++) pp[i * K + j] = (T)(std::exp(l[j] - mx - lse));
+        // -log p_t = lse - (l_t - mx); mean over classes of -log p_j = lse - sl/K
+        row_loss[i] = (1 - smoothing) * (lse - (l[t[i]] - mx)) + smoothing * (lse - sl / K);
+      }
+    });
+    double s = 0;
+    for (double v : row_loss) s += v;
+    *loss.data<T>() = (T)(s / N);
+  });
+}
+
+void CpuBackend::cross_entropy_backward(const Tensor &probs, const Tensor &targets, double smoothing,
+                                        const Tensor &gloss, Tensor &glogits) {
+  int64_t N = probs.dim(0), K = probs.dim(1);
+  const int32_t *t = targets.data<int32_t>();
+  RX_DISPATCH_FLOAT(probs.dtype(), "crossEntropy_backward", [&] {
+    const T *p = probs.data<T>();
+    T *g = glogits.data<T>();
+    T scale = *gloss.data<T>() / (T)N, off = (T)(smoothing / K), on = (T)(1 - smoothing);
+    parallel_for(0, N, 16, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++)
+        for (int64_t j = 0; j < K; j++)
+          g[i * K + j] = scale * (p[i * K + j] - off - (j == t[i] ? on : T(0)));
+    });
+  });
+}
+
+void CpuBackend::topk(const Tensor &x, int64_t k, Tensor &indices) {
+  int64_t N = x.dim(0), K = x.dim(1);
+  RX_DISPATCH_FLOAT(x.dtype(), "topk", [&] {
+    const T *px = x.data<T>();
+    int32_t *pi = indices.data<int32_t>();
+    parallel_for(0, N, 16, [&](int64_t b, int64_t e) {
+      std::vector<int32_t> order(K);
+      for (int64_t i = b; i < e; i++) {
+        const T *row = px + i * K;
+        std::iota(order.begin(), order.end(), 0);
+        // Descending by value, ties by lower index (stable, like argmax).
+        std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t u, int32_t v) {
+          return row[u] > row[v] || (row[u] == row[v] && u < v);
+        });
+        std::copy(order.begin(), order.begin() + k, pi + i * k);
+      }
+    });
+  });
+}
+
+}  // namespace rx::cpu

@@ -1,0 +1,347 @@
+// CPU data movement, random numbers, elementwise ops and reductions. Layout: dense row-major.
+// Broadcasting works on coalesced shapes: adjacent axes that are contiguous for every operand
+// are merged first, so the innermost loop is as long as possible.
+#include <cmath>
+#include <cstring>
+
+#include "cpu_backend.h"
+#include "parallel.h"
+
+namespace rx::cpu {
+
+namespace {
+
+constexpr int64_t kGrain = 1 << 14;  // elements per task for memory-bound loops
+
+// Row-major strides of `shape`, with 0 where `src` (right-aligned) broadcasts.
+std::vector<int64_t> broadcast_strides(const Shape &src, const Shape &out) {
+  std::vector<int64_t> st(out.size(), 0);
+  int64_t s = 1;
+  size_t off = out.size() - src.size();
+  for (int i = (int)src.size() - 1; i >= 0; i--) {
+    st[i + off] = src[i] == 1 ? 0 : s;
+    s *= src[i];
+  }
+  return st;
+}
+
+// Shape + per-operand strides after merging axes that are contiguous for all operands.
+struct Iter {
+  Shape shape;
+  std::vector<std::vector<int64_t>> strides;
+};
+
+Iter coalesce(const Shape &out, std::vector<std::vector<int64_t>> strides) {
+  Iter it;
+  for (size_t i = 0; i < out.size(); i++) {
+    if (out[i] == 1) continue;
+    bool merge = !it.shape.empty();
+    if (merge) {
+      for (size_t o = 0; o < strides.size(); o++)
+        if (it.strides[o].back() != strides[o][i] * out[i]) merge = false;
+    }
+    if (merge) {
+      it.shape.back() *= out[i];
+      for (size_t o = 0; o < strides.size(); o++) it.strides[o].back() = strides[o][i];
+    } else {
+      it.shape.push_back(out[i]);
+      if (it.strides.empty()) it.strides.resize(strides.size());
+      for (size_t o = 0; o < strides.size(); o++) it.strides[o].push_back(strides[o][i]);
+    }
+  }
+  if (it.shape.empty()) {
+    it.shape.push_back(1);
+    it.strides.assign(strides.size(), std::vector<int64_t>{0});
+  }
+  return it;
+}
+
+// Calls fn(out_offset_row_start, a_off, b_off, inner_len, sa, sb) for each innermost row.
+template <typename F>
+void for_each_row(const Iter &it, F fn) {
+  int nd = (int)it.shape.size();
+  int64_t inner = it.shape[nd - 1];
+  int64_t rows = shape_numel(it.shape) / inner;
+  int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, inner));
+  parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+    std::vector<int64_t> offs(it.strides.size());
+    for (int64_t r = r0; r < r1; r++) {
+      int64_t rem = r;
+      for (auto &o : offs) o = 0;
+      for (int d = nd - 2; d >= 0; d--) {
+        int64_t i = rem % it.shape[d];
+        rem /= it.shape[d];
+        for (size_t o = 0; o < offs.size(); o++) offs[o] += i * it.strides[o][d];
+      }
+      fn(r * inner, offs, inner);
+    }
+  });
+}
+
+inline uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+// Uniform in (0, 1]: 53 random bits from (seed, counter, stream).
+inline double uniform01(uint64_t seed, uint64_t counter, uint64_t stream) {
+  uint64_t z = mix64(mix64(seed * 0x9E3779B97F4A7C15ULL + stream) ^ (counter * 0xD1B54A32D192ED03ULL));
+  return ((z >> 11) + 1) * (1.0 / 9007199254740992.0);
+}
+
+template <typename T, typename F>
+void map1(const Tensor &x, Tensor &out, F f) {
+  const T *px = x.data<T>();
+  T *po = out.data<T>();
+  parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; i++) po[i] = f(px[i]);
+  });
+}
+
+}  // namespace
+
+void CpuBackend::fill(Tensor &t, double value) {
+  int64_t n = t.numel();
+  auto run = [&](auto *p, auto v) {
+    parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++) p[i] = v;
+    });
+  };
+  if (t.dtype() == DType::F32) run(t.data<float>(), (float)value);
+  else if (t.dtype() == DType::F64) run(t.data<double>(), value);
+  else run(t.data<int32_t>(), (int32_t)value);
+}
+
+void CpuBackend::copy(const Tensor &src, Tensor &dst) {
+  if (src.device().type != DeviceType::CPU || dst.device().type != DeviceType::CPU)
+    throw Error(ErrorCode::Device, "copy: the CPU backend expected CPU tensors, received " + src.device().str() + " -> " +
+                                       dst.device().str());
+  if (src.raw() != dst.raw() && src.nbytes()) std::memcpy(dst.raw(), src.raw(), src.nbytes());
+}
+
+void CpuBackend::cast(const Tensor &src, Tensor &dst) {
+  auto run = [&](auto *s, auto *d) {
+    using D = std::remove_pointer_t<decltype(d)>;
+    parallel_for(0, src.numel(), kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++) d[i] = (D)s[i];
+    });
+  };
+  auto with_src = [&](auto *d) {
+    switch (src.dtype()) {
+      case DType::F32: run(src.data<float>(), d); break;
+      case DType::F64: run(src.data<double>(), d); break;
+      case DType::I32: run(src.data<int32_t>(), d); break;
+    }
+  };
+  switch (dst.dtype()) {
+    case DType::F32: with_src(dst.data<float>()); break;
+    case DType::F64: with_src(dst.data<double>()); break;
+    case DType::I32: with_src(dst.data<int32_t>()); break;
+  }
+}
+
+void CpuBackend::permute(const Tensor &src, Tensor &dst, const std::vector<int> &perm) {
+  // Output axis i walks input axis perm[i].
+  auto in_st = broadcast_strides(src.shape(), src.shape());
+  std::vector<int64_t> st(perm.size());
+  for (size_t i = 0; i < perm.size(); i++) st[i] = in_st[perm[i]];
+  Iter it = coalesce(dst.shape(), {broadcast_strides(dst.shape(), dst.shape()), st});
+  size_t es = dtype_size(src.dtype());
+  const char *ps = (const char *)src.raw();
+  char *pd = (char *)dst.raw();
+  for_each_row(it, [&](int64_t o, const std::vector<int64_t> &offs, int64_t n) {
+    int64_t s = it.strides[1].back();
+    if (es == 4) {
+      const int32_t *a = (const int32_t *)ps + offs[1];
+      int32_t *d = (int32_t *)pd + o;
+      for (int64_t i = 0; i < n; i++) d[i] = a[i * s];
+    } else {
+      const int64_t *a = (const int64_t *)ps + offs[1];
+      int64_t *d = (int64_t *)pd + o;
+      for (int64_t i = 0; i < n; i++) d[i] = a[i * s];
+    }
+  });
+}
+
+void CpuBackend::expand(const Tensor &src, Tensor &dst) {
+  Iter it = coalesce(dst.shape(), {broadcast_strides(dst.shape(), dst.shape()), broadcast_strides(src.shape(), dst.shape())});
+  size_t es = dtype_size(src.dtype());
+  for_each_row(it, [&](int64_t o, const std::vector<int64_t> &offs, int64_t n) {
+    int64_t s = it.strides[1].back();
+    if (es == 4) {
+      const int32_t *a = src.data<int32_t>() + offs[1];
+      int32_t *d = dst.data<int32_t>() + o;
+      for (int64_t i = 0; i < n; i++) d[i] = a[i * s];
+    } else {
+      const int64_t *a = (const int64_t *)src.raw() + offs[1];
+      int64_t *d = (int64_t *)dst.raw() + o;
+      for (int64_t i = 0; i < n; i++) d[i] = a[i * s];
+    }
+  });
+}
+
+void CpuBackend::random_uniform(Tensor &t, double lo, double hi, uint64_t seed, uint64_t offset) {
+  RX_DISPATCH_FLOAT(t.dtype(), "rand", [&] {
+    T *p = t.data<T>();
+    parallel_for(0, t.numel(), kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++) p[i] = (T)(lo + (hi - lo) * (1.0 - uniform01(seed, offset + i, 0)));
+    });
+  });
+}
+
+void CpuBackend::random_normal(Tensor &t, double mean, double std, uint64_t seed, uint64_t offset) {
+  RX_DISPATCH_FLOAT(t.dtype(), "randn", [&] {
+    T *p = t.data<T>();
+    parallel_for(0, t.numel(), kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++) {
+        // Box-Muller on two independent streams of the same counter.
+        double u1 = uniform01(seed, offset + i, 1), u2 = uniform01(seed, offset + i, 2);
+        p[i] = (T)(mean + std * std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+      }
+    });
+  });
+}
+
+void CpuBackend::relu_forward(const Tensor &x, Tensor &y) {
+  RX_DISPATCH_FLOAT(x.dtype(), "relu", [&] { map1<T>(x, y, [](T v) { return v > T(0) ? v : T(0); }); });
+}
+
+void CpuBackend::relu_backward(const Tensor &gy, const Tensor &y, Tensor &gx) {
+  RX_DISPATCH_FLOAT(gy.dtype(), "relu_backward", [&] {
+    const T *g = gy.data<T>(), *py = y.data<T>();
+    T *o = gx.data<T>();
+    parallel_for(0, gy.numel(), kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++) o[i] = py[i] > T(0) ? g[i] : T(0);
+    });
+  });
+}
+
+void CpuBackend::binary(BinaryOp op, const Tensor &a, const Tensor &b, Tensor &out) {
+  Iter it = coalesce(out.shape(), {broadcast_strides(out.shape(), out.shape()), broadcast_strides(a.shape(), out.shape()),
+                                   broadcast_strides(b.shape(), out.shape())});
+  RX_DISPATCH_FLOAT(a.dtype(), "binary", [&] {
+    const T *pa = a.data<T>(), *pb = b.data<T>();
+    T *po = out.data<T>();
+    int64_t sa = it.strides[1].back(), sb = it.strides[2].back();
+    for_each_row(it, [&](int64_t o, const std::vector<int64_t> &offs, int64_t n) {
+      const T *x = pa + offs[1], *y = pb + offs[2];
+      T *d = po + o;
+      auto loop = [&](auto f) {
+        if (sa == 1 && sb == 1)
+          for (int64_t i = 0; i < n; i++) d[i] = f(x[i], y[i]);
+        else if (sa == 1 && sb == 0)
+          for (int64_t i = 0; i < n; i++) d[i] = f(x[i], y[0]);
+        else if (sa == 0 && sb == 1)
+          for (int64_t i = 0; i < n; i++) d[i] = f(x[0], y[i]);
+        else
+          for (int64_t i = 0; i < n; i++) d[i] = f(x[i * sa], y[i * sb]);
+      };
+      switch (op) {
+        case BinaryOp::Add: loop([](T u, T v) { return u + v; }); break;
+        case BinaryOp::Sub: loop([](T u, T v) { return u - v; }); break;
+        case BinaryOp::Mul: loop([](T u, T v) { return u * v; }); break;
+        case BinaryOp::Div: loop([](T u, T v) { return u / v; }); break;
+        case BinaryOp::Max: loop([](T u, T v) { return u > v ? u : v; }); break;
+        case BinaryOp::Gt: loop([](T u, T v) { return u > v ? T(1) : T(0); }); break;
+      }
+    });
+  });
+}
+
+void CpuBackend::scalar(ScalarOp op, const Tensor &x, double s, Tensor &out) {
+  RX_DISPATCH_FLOAT(x.dtype(), "scalar", [&] {
+    T c = (T)s;
+    switch (op) {
+      case ScalarOp::Add: map1<T>(x, out, [c](T v) { return v + c; }); break;
+      case ScalarOp::Mul: map1<T>(x, out, [c](T v) { return v * c; }); break;
+      case ScalarOp::Pow: map1<T>(x, out, [c](T v) { return (T)std::pow(v, c); }); break;
+      case ScalarOp::RSub: map1<T>(x, out, [c](T v) { return c - v; }); break;
+      case ScalarOp::RDiv: map1<T>(x, out, [c](T v) { return c / v; }); break;
+    }
+  });
+}
+
+void CpuBackend::unary(UnaryOp op, const Tensor &x, Tensor &out) {
+  RX_DISPATCH_FLOAT(x.dtype(), "unary", [&] {
+    switch (op) {
+      case UnaryOp::Neg: map1<T>(x, out, [](T v) { return -v; }); break;
+      case UnaryOp::Exp: map1<T>(x, out, [](T v) { return std::exp(v); }); break;
+      case UnaryOp::Log: map1<T>(x, out, [](T v) { return std::log(v); }); break;
+      case UnaryOp::Sqrt: map1<T>(x, out, [](T v) { return std::sqrt(v); }); break;
+      case UnaryOp::Abs: map1<T>(x, out, [](T v) { return std::abs(v); }); break;
+      case UnaryOp::Sign: map1<T>(x, out, [](T v) { return T((v > T(0)) - (v < T(0))); }); break;
+    }
+  });
+}
+
+void CpuBackend::sum(const Tensor &x, const std::vector<bool> &reduce, Tensor &out) {
+  // Each output element (parallel) sums its reduced sub-block in double precision.
+  auto xs = broadcast_strides(x.shape(), x.shape());
+  Shape kept_shape, red_shape;
+  std::vector<int64_t> kept_st, red_st;
+  for (int i = 0; i < x.ndim(); i++) {
+    if (reduce[i]) {
+      red_shape.push_back(x.dim(i));
+      red_st.push_back(xs[i]);
+    } else {
+      kept_shape.push_back(x.dim(i));
+      kept_st.push_back(xs[i]);
+    }
+  }
+  Iter red = coalesce(red_shape, {red_st});
+  int64_t nout = out.numel(), nred = shape_numel(red_shape);
+  RX_DISPATCH_FLOAT(x.dtype(), "sum", [&] {
+    const T *px = x.data<T>();
+    T *po = out.data<T>();
+    parallel_for(0, nout, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, nred)), [&](int64_t o0, int64_t o1) {
+      int nr = (int)red.shape.size();
+      for (int64_t o = o0; o < o1; o++) {
+        int64_t base = 0, rem = o;
+        for (int d = (int)kept_shape.size() - 1; d >= 0; d--) {
+          base += (rem % kept_shape[d]) * kept_st[d];
+          rem /= kept_shape[d];
+        }
+        double acc = 0;
+        int64_t inner = red.shape[nr - 1], is = red.strides[0][nr - 1];
+        int64_t rows = nred == 0 ? 0 : nred / inner;
+        for (int64_t r = 0; r < rows; r++) {
+          int64_t off = base, rr = r;
+          for (int d = nr - 2; d >= 0; d--) {
+            off += (rr % red.shape[d]) * red.strides[0][d];
+            rr /= red.shape[d];
+          }
+          const T *p = px + off;
+          if (is == 1) {
+            T part = 0;
+            for (int64_t i = 0; i < inner; i++) part += p[i];
+            acc += part;
+          } else {
+            for (int64_t i = 0; i < inner; i++) acc += p[i * is];
+          }
+        }
+        po[o] = (T)acc;
+      }
+    });
+  });
+}
+
+void CpuBackend::sgd_step(Tensor &param, const Tensor &grad, Tensor *buf, const SgdArgs &a) {
+  RX_DISPATCH_FLOAT(param.dtype(), "sgdStep", [&] {
+    T *p = param.data<T>();
+    const T *g = grad.data<T>();
+    T *m = buf ? buf->data<T>() : nullptr;
+    const T lr = (T)a.lr, wd = (T)a.weight_decay, mom = (T)a.momentum, damp = (T)(1 - a.dampening);
+    parallel_for(0, param.numel(), kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++) {
+        T d = g[i] + wd * p[i];
+        if (m) {
+          m[i] = a.first_step ? d : mom * m[i] + damp * d;
+          d = a.nesterov ? d + mom * m[i] : m[i];
+        }
+        p[i] -= lr * d;
+      }
+    });
+  });
+}
+
+}  // namespace rx::cpu

@@ -1,0 +1,522 @@
+#include "ops.h"
+
+#include <cstring>
+
+namespace rx::ops {
+
+namespace {
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+void check_float(const std::string &op, const std::string &arg, const Tensor &t) {
+  if (!dtype_is_float(t.dtype())) fail(ErrorCode::DType, op, arg, "float32 or float64", dtype_name(t.dtype()));
+}
+
+void check_same_dtype(const std::string &op, const std::string &arg, const Tensor &t, DType want) {
+  if (t.dtype() != want)
+    fail(ErrorCode::DType, op, arg, std::string(dtype_name(want)) + " (the dtype of the input)", dtype_name(t.dtype()));
+}
+
+void check_same_device(const std::string &op, const std::string &arg, const Tensor &t, Device want) {
+  if (t.device() != want)
+    fail(ErrorCode::Device, op, arg, "a tensor on " + want.str() + " (the device of the input)", t.device().str());
+}
+
+void check_like(const std::string &op, const std::string &arg, const Tensor &t, const Tensor &ref) {
+  check_same_device(op, arg, t, ref.device());
+  check_same_dtype(op, arg, t, ref.dtype());
+}
+
+void check_ndim(const std::string &op, const std::string &arg, const Tensor &t, int nd, const char *what) {
+  if (t.ndim() != nd)
+    fail(ErrorCode::Shape, op, arg, std::to_string(nd) + "-D " + what, shape_str(t.shape()));
+}
+
+void check_shape(const std::string &op, const std::string &arg, const Tensor &t, const Shape &want) {
+  if (t.shape() != want) fail(ErrorCode::Shape, op, arg, "shape " + shape_str(want), shape_str(t.shape()));
+}
+
+void check_shape_valid(const std::string &op, const Shape &s) {
+  for (size_t i = 0; i < s.size(); i++)
+    if (s[i] < 0)
+      fail(ErrorCode::Shape, op, "shape", "non-negative sizes", shape_str(s));
+}
+
+Backend &be(const Tensor &t) { return backend_for(t.device()); }
+
+// Output size of a strided, padded window; throws if the window does not fit.
+int64_t out_size(const std::string &op, const char *dim, int64_t in, int64_t k, int64_t stride, int64_t pad) {
+  int64_t span = in + 2 * pad - k;
+  if (span < 0)
+    fail(ErrorCode::Shape, op, std::string("input ") + dim,
+         "at least " + str(k - 2 * pad) + " (kernel " + str(k) + ", padding " + str(pad) + ")", str(in));
+  return span / stride + 1;
+}
+
+void check_conv_args(const std::string &op, const Conv2dArgs &a) {
+  if (a.stride_h < 1 || a.stride_w < 1)
+    fail(ErrorCode::Arg, op, "stride", "integers >= 1", "[" + str(a.stride_h) + ", " + str(a.stride_w) + "]");
+  if (a.pad_h < 0 || a.pad_w < 0)
+    fail(ErrorCode::Arg, op, "padding", "integers >= 0", "[" + str(a.pad_h) + ", " + str(a.pad_w) + "]");
+  if (a.groups < 1) fail(ErrorCode::Arg, op, "groups", "an integer >= 1", str(a.groups));
+}
+
+// Validates x [N,C,H,W] against w [K,C/g,R,S]; returns the output shape.
+Shape conv_out_shape(const std::string &op, const Shape &x, const Shape &w, const Conv2dArgs &a) {
+  check_conv_args(op, a);
+  int64_t C = x[1], K = w[0];
+  if (C % a.groups != 0)
+    fail(ErrorCode::Arg, op, "groups", "a divisor of the input channels (" + str(C) + ")", str(a.groups));
+  if (K % a.groups != 0)
+    fail(ErrorCode::Arg, op, "groups", "a divisor of the output channels (" + str(K) + ")", str(a.groups));
+  if (w[1] * a.groups != C)
+    fail(ErrorCode::Shape, op, "weight", "[K, " + str(C / a.groups) + ", R, S] (input has " + str(C) + " channels, groups=" +
+                                             str(a.groups) + ")",
+         shape_str(w));
+  int64_t P = out_size(op, "height", x[2], w[2], a.stride_h, a.pad_h);
+  int64_t Q = out_size(op, "width", x[3], w[3], a.stride_w, a.pad_w);
+  return {x[0], K, P, Q};
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- creation and movement
+
+TensorPtr full(const Shape &shape, DType dtype, Device device, double value) {
+  check_shape_valid("full", shape);
+  auto t = empty(shape, dtype, device);
+  backend_for(device).fill(*t, value);
+  return t;
+}
+
+TensorPtr from_host(const void *data, size_t bytes, const Shape &shape, DType dtype, Device device) {
+  check_shape_valid("tensor", shape);
+  size_t want = shape_numel(shape) * dtype_size(dtype);
+  if (bytes != want)
+    fail(ErrorCode::Shape, "tensor", "data", str((int64_t)(want / dtype_size(dtype))) + " elements for shape " + shape_str(shape),
+         str((int64_t)(bytes / dtype_size(dtype))) + " elements");
+  auto host = std::make_shared<Tensor>(shape, dtype, Device{});
+  if (bytes) std::memcpy(host->raw(), data, bytes);
+  if (device.type == DeviceType::CPU) return host;
+  auto t = empty(shape, dtype, device);
+  backend_for(device).copy(*host, *t);
+  return t;
+}
+
+void to_host(const Tensor &t, void *dst, size_t bytes) {
+  if (bytes != t.nbytes()) throw Error(ErrorCode::Internal, "to_host: size mismatch");
+  if (t.device().type == DeviceType::CPU) {
+    if (bytes) std::memcpy(dst, t.raw(), bytes);
+    return;
+  }
+  Tensor host(t.shape(), t.dtype(), Device{});
+  be(t).copy(t, host);
+  std::memcpy(dst, host.raw(), bytes);
+}
+
+TensorPtr random_uniform(const Shape &shape, DType dtype, Device device, double lo, double hi, uint64_t seed,
+                         uint64_t offset) {
+  check_shape_valid("rand", shape);
+  if (!dtype_is_float(dtype)) fail(ErrorCode::DType, "rand", "dtype", "float32 or float64", dtype_name(dtype));
+  auto t = empty(shape, dtype, device);
+  backend_for(device).random_uniform(*t, lo, hi, seed, offset);
+  return t;
+}
+
+TensorPtr random_normal(const Shape &shape, DType dtype, Device device, double mean, double std, uint64_t seed,
+                        uint64_t offset) {
+  check_shape_valid("randn", shape);
+  if (!dtype_is_float(dtype)) fail(ErrorCode::DType, "randn", "dtype", "float32 or float64", dtype_name(dtype));
+  auto t = empty(shape, dtype, device);
+  backend_for(device).random_normal(*t, mean, std, seed, offset);
+  return t;
+}
+
+TensorPtr copy(const Tensor &x, Device device) {
+  auto t = empty(x.shape(), x.dtype(), device);
+  // The non-CPU side owns the transfer.
+  backend_for(device.type != DeviceType::CPU ? device : x.device()).copy(x, *t);
+  return t;
+}
+
+void copy_into(const Tensor &src, Tensor &dst) {
+  check_shape("copy", "source", src, dst.shape());
+  check_same_dtype("copy", "source", src, dst.dtype());
+  backend_for(dst.device().type != DeviceType::CPU ? dst.device() : src.device()).copy(src, dst);
+}
+
+void fill_(Tensor &t, double value) { be(t).fill(t, value); }
+
+TensorPtr cast(const Tensor &x, DType dtype) {
+  auto t = empty(x.shape(), dtype, x.device());
+  be(x).cast(x, *t);
+  return t;
+}
+
+TensorPtr reshape(const Tensor &x, const Shape &shape) {
+  Shape s = shape;
+  int infer = -1;
+  int64_t known = 1;
+  for (size_t i = 0; i < s.size(); i++) {
+    if (s[i] == -1) {
+      if (infer >= 0) fail(ErrorCode::Shape, "reshape", "shape", "at most one -1", shape_str(shape));
+      infer = (int)i;
+    } else if (s[i] < 0) {
+      fail(ErrorCode::Shape, "reshape", "shape", "non-negative sizes or a single -1", shape_str(shape));
+    } else {
+      known *= s[i];
+    }
+  }
+  if (infer >= 0) {
+    if (known == 0 || x.numel() % known != 0)
+      fail(ErrorCode::Shape, "reshape", "shape", "a shape with " + str(x.numel()) + " elements", shape_str(shape));
+    s[infer] = x.numel() / known;
+  }
+  if (shape_numel(s) != x.numel())
+    fail(ErrorCode::Shape, "reshape", "shape", "a shape with " + str(x.numel()) + " elements (input " + shape_str(x.shape()) + ")",
+         shape_str(shape));
+  return std::make_shared<Tensor>(s, x.dtype(), x.storage());
+}
+
+TensorPtr permute(const Tensor &x, const std::vector<int> &perm) {
+  if ((int)perm.size() != x.ndim())
+    fail(ErrorCode::Arg, "permute", "dims", str(x.ndim()) + " axes", str((int64_t)perm.size()) + " axes");
+  std::vector<bool> seen(perm.size(), false);
+  Shape out(perm.size());
+  for (size_t i = 0; i < perm.size(); i++) {
+    int p = perm[i];
+    if (p < 0 || p >= x.ndim() || seen[p])
+      fail(ErrorCode::Arg, "permute", "dims", "a permutation of 0.." + str(x.ndim() - 1), "axis " + str(p) + " at position " + str((int64_t)i));
+    seen[p] = true;
+    out[i] = x.dim(p);
+  }
+  auto t = empty(out, x.dtype(), x.device());
+  be(x).permute(x, *t, perm);
+  return t;
+}
+
+TensorPtr expand(const Tensor &x, const Shape &shape) {
+  Shape b = broadcast_shapes("expand", x.shape(), shape);
+  if (b != shape) fail(ErrorCode::Shape, "expand", "shape", "a shape that " + shape_str(x.shape()) + " broadcasts to", shape_str(shape));
+  auto t = empty(shape, x.dtype(), x.device());
+  be(x).expand(x, *t);
+  return t;
+}
+
+// ---------------------------------------------------------------- convolution
+
+TensorPtr conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, const Conv2dArgs &a) {
+  const std::string op = "conv2d";
+  check_float(op, "input", x);
+  check_ndim(op, "input", x, 4, "tensor [N, C, H, W]");
+  check_like(op, "weight", w, x);
+  check_ndim(op, "weight", w, 4, "tensor [K, C/groups, R, S]");
+  Shape ys = conv_out_shape(op, x.shape(), w.shape(), a);
+  if (b) {
+    check_like(op, "bias", *b, x);
+    check_shape(op, "bias", *b, {w.dim(0)});
+  }
+  auto y = empty(ys, x.dtype(), x.device());
+  be(x).conv2d_forward(x, w, b, *y, a);
+  return y;
+}
+
+TensorPtr conv2d_backward_data(const Tensor &gy, const Tensor &w, const Shape &x_shape, const Conv2dArgs &a) {
+  const std::string op = "conv2d_backward_data";
+  check_float(op, "grad_output", gy);
+  check_like(op, "weight", w, gy);
+  check_ndim(op, "weight", w, 4, "tensor [K, C/groups, R, S]");
+  if (x_shape.size() != 4) fail(ErrorCode::Shape, op, "input_shape", "4 dims", shape_str(x_shape));
+  check_shape(op, "grad_output", gy, conv_out_shape(op, x_shape, w.shape(), a));
+  auto gx = empty(x_shape, gy.dtype(), gy.device());
+  be(gy).conv2d_backward_data(gy, w, *gx, a);
+  return gx;
+}
+
+TensorPtr conv2d_backward_filter(const Tensor &gy, const Tensor &x, const Shape &w_shape, const Conv2dArgs &a) {
+  const std::string op = "conv2d_backward_filter";
+  check_float(op, "grad_output", gy);
+  check_like(op, "input", x, gy);
+  check_ndim(op, "input", x, 4, "tensor [N, C, H, W]");
+  if (w_shape.size() != 4) fail(ErrorCode::Shape, op, "weight_shape", "4 dims", shape_str(w_shape));
+  check_shape(op, "grad_output", gy, conv_out_shape(op, x.shape(), w_shape, a));
+  auto gw = empty(w_shape, gy.dtype(), gy.device());
+  be(gy).conv2d_backward_filter(gy, x, *gw, a);
+  return gw;
+}
+
+// ---------------------------------------------------------------- batch norm
+
+namespace {
+const char *bn_name(BnAct act) {
+  return act == BnAct::None ? "batchNorm2d" : act == BnAct::ReLU ? "batchNormReLU" : "batchNormAddReLU";
+}
+}  // namespace
+
+std::tuple<TensorPtr, TensorPtr, TensorPtr> batch_norm_forward(const Tensor &x, const Tensor &gamma,
+                                                               const Tensor &beta, const Tensor *residual,
+                                                               Tensor &running_mean, Tensor &running_var,
+                                                               const BatchNormArgs &a) {
+  const std::string op = bn_name(a.act);
+  check_float(op, "input", x);
+  check_ndim(op, "input", x, 4, "tensor [N, C, H, W]");
+  int64_t C = x.dim(1);
+  for (auto [name, t] : {std::pair<const char *, const Tensor *>{"weight", &gamma}, {"bias", &beta},
+                         {"runningMean", &running_mean}, {"runningVar", &running_var}}) {
+    check_like(op, name, *t, x);
+    check_shape(op, name, *t, {C});
+  }
+  if (a.act == BnAct::AddReLU) {
+    if (!residual) fail(ErrorCode::Arg, op, "residual", "a tensor", "none");
+    check_like(op, "residual", *residual, x);
+    check_shape(op, "residual", *residual, x.shape());
+  }
+  if (!(a.eps > 0)) fail(ErrorCode::Arg, op, "eps", "a positive number", std::to_string(a.eps));
+  if (!(a.momentum >= 0 && a.momentum <= 1))
+    fail(ErrorCode::Arg, op, "momentum", "a number in [0, 1]", std::to_string(a.momentum));
+  if (a.training && x.numel() / C <= 1)
+    fail(ErrorCode::Shape, op, "input", "more than one value per channel in training mode", shape_str(x.shape()));
+  auto y = empty(x.shape(), x.dtype(), x.device());
+  auto sm = empty({C}, x.dtype(), x.device());
+  auto si = empty({C}, x.dtype(), x.device());
+  be(x).batch_norm_forward(x, gamma, beta, a.act == BnAct::AddReLU ? residual : nullptr, running_mean, running_var,
+                           *y, *sm, *si, a);
+  return {y, sm, si};
+}
+
+std::tuple<TensorPtr, TensorPtr, TensorPtr, TensorPtr> batch_norm_backward(
+    const Tensor &gy, const Tensor &x, const Tensor &y, const Tensor &gamma, const Tensor &save_mean,
+    const Tensor &save_invstd, const BatchNormArgs &a) {
+  const std::string op = std::string(bn_name(a.act)) + "_backward";
+  check_float(op, "grad_output", gy);
+  check_ndim(op, "input", x, 4, "tensor [N, C, H, W]");
+  check_like(op, "input", x, gy);
+  check_shape(op, "grad_output", gy, x.shape());
+  check_shape(op, "output", y, x.shape());
+  int64_t C = x.dim(1);
+  check_shape(op, "weight", gamma, {C});
+  check_shape(op, "saveMean", save_mean, {C});
+  check_shape(op, "saveInvstd", save_invstd, {C});
+  auto gx = empty(x.shape(), x.dtype(), x.device());
+  auto gg = empty({C}, x.dtype(), x.device());
+  auto gb = empty({C}, x.dtype(), x.device());
+  TensorPtr gr = a.act == BnAct::AddReLU ? empty(x.shape(), x.dtype(), x.device()) : nullptr;
+  be(x).batch_norm_backward(gy, x, y, gamma, save_mean, save_invstd, *gx, *gg, *gb, gr.get(), a);
+  return {gx, gg, gb, gr};
+}
+
+// ---------------------------------------------------------------- elementwise
+
+TensorPtr relu_forward(const Tensor &x) {
+  check_float("relu", "input", x);
+  auto y = empty(x.shape(), x.dtype(), x.device());
+  be(x).relu_forward(x, *y);
+  return y;
+}
+
+TensorPtr relu_backward(const Tensor &gy, const Tensor &y) {
+  check_like("relu_backward", "output", y, gy);
+  check_shape("relu_backward", "output", y, gy.shape());
+  auto gx = empty(gy.shape(), gy.dtype(), gy.device());
+  be(gy).relu_backward(gy, y, *gx);
+  return gx;
+}
+
+Shape broadcast_shapes(const std::string &op, const Shape &a, const Shape &b) {
+  size_t n = std::max(a.size(), b.size());
+  Shape out(n);
+  for (size_t i = 0; i < n; i++) {
+    int64_t da = i < n - a.size() ? 1 : a[i - (n - a.size())];
+    int64_t db = i < n - b.size() ? 1 : b[i - (n - b.size())];
+    if (da != db && da != 1 && db != 1)
+      fail(ErrorCode::Shape, op, "shapes", "broadcastable shapes (sizes equal or 1 in each axis)",
+           shape_str(a) + " and " + shape_str(b));
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+TensorPtr binary(BinaryOp op, const Tensor &a, const Tensor &b) {
+  static const char *names[] = {"add", "sub", "mul", "div", "maximum", "gt"};
+  std::string name = names[(int)op];
+  check_float(name, "a", a);
+  check_like(name, "b", b, a);
+  auto out = empty(broadcast_shapes(name, a.shape(), b.shape()), a.dtype(), a.device());
+  be(a).binary(op, a, b, *out);
+  return out;
+}
+
+TensorPtr scalar(ScalarOp op, const Tensor &x, double s) {
+  check_float("scalar", "input", x);
+  auto out = empty(x.shape(), x.dtype(), x.device());
+  be(x).scalar(op, x, s, *out);
+  return out;
+}
+
+TensorPtr unary(UnaryOp op, const Tensor &x) {
+  check_float("unary", "input", x);
+  auto out = empty(x.shape(), x.dtype(), x.device());
+  be(x).unary(op, x, *out);
+  return out;
+}
+
+TensorPtr sum(const Tensor &x, const std::vector<int> &dims, bool keepdim) {
+  check_float("sum", "input", x);
+  std::vector<bool> reduce(x.ndim(), dims.empty());
+  for (int d : dims) {
+    int dd = d < 0 ? d + x.ndim() : d;
+    if (dd < 0 || dd >= x.ndim())
+      fail(ErrorCode::Arg, "sum", "dims", "axes in [" + str(-x.ndim()) + ", " + str(x.ndim() - 1) + "]", str(d));
+    reduce[dd] = true;
+  }
+  Shape ks(x.ndim()), out;
+  for (int i = 0; i < x.ndim(); i++) {
+    ks[i] = reduce[i] ? 1 : x.dim(i);
+    if (!reduce[i] || keepdim) out.push_back(ks[i]);
+  }
+  auto t = empty(ks, x.dtype(), x.device());
+  be(x).sum(x, reduce, *t);
+  return keepdim ? t : reshape(*t, out);
+}
+
+// ---------------------------------------------------------------- pooling
+
+std::pair<TensorPtr, TensorPtr> max_pool2d_forward(const Tensor &x, const Pool2dArgs &a) {
+  const std::string op = "maxPool2d";
+  check_float(op, "input", x);
+  check_ndim(op, "input", x, 4, "tensor [N, C, H, W]");
+  if (a.kh < 1 || a.kw < 1) fail(ErrorCode::Arg, op, "kernelSize", "integers >= 1", str(a.kh) + "x" + str(a.kw));
+  if (a.sh < 1 || a.sw < 1) fail(ErrorCode::Arg, op, "stride", "integers >= 1", str(a.sh) + "x" + str(a.sw));
+  if (a.ph < 0 || a.pw < 0 || 2 * a.ph > a.kh || 2 * a.pw > a.kw)
+    fail(ErrorCode::Arg, op, "padding", "between 0 and half the kernel size", str(a.ph) + "x" + str(a.pw));
+  int64_t P = out_size(op, "height", x.dim(2), a.kh, a.sh, a.ph);
+  int64_t Q = out_size(op, "width", x.dim(3), a.kw, a.sw, a.pw);
+  auto y = empty({x.dim(0), x.dim(1), P, Q}, x.dtype(), x.device());
+  auto idx = empty({x.dim(0), x.dim(1), P, Q}, DType::I32, x.device());
+  be(x).max_pool2d_forward(x, *y, *idx, a);
+  return {y, idx};
+}
+
+TensorPtr max_pool2d_backward(const Tensor &gy, const Tensor &indices, const Shape &x_shape) {
+  check_shape("maxPool2d_backward", "indices", indices, gy.shape());
+  auto gx = empty(x_shape, gy.dtype(), gy.device());
+  be(gy).max_pool2d_backward(gy, indices, *gx);
+  return gx;
+}
+
+TensorPtr global_avg_pool2d_forward(const Tensor &x) {
+  check_float("globalAvgPool2d", "input", x);
+  check_ndim("globalAvgPool2d", "input", x, 4, "tensor [N, C, H, W]");
+  auto y = empty({x.dim(0), x.dim(1), 1, 1}, x.dtype(), x.device());
+  be(x).global_avg_pool2d_forward(x, *y);
+  return y;
+}
+
+TensorPtr global_avg_pool2d_backward(const Tensor &gy, const Shape &x_shape) {
+  check_shape("globalAvgPool2d_backward", "grad_output", gy, {x_shape[0], x_shape[1], 1, 1});
+  auto gx = empty(x_shape, gy.dtype(), gy.device());
+  be(gy).global_avg_pool2d_backward(gy, *gx);
+  return gx;
+}
+
+// ---------------------------------------------------------------- dense
+
+TensorPtr matmul(const Tensor &a, const Tensor &b, bool ta, bool tb) {
+  check_float("matmul", "a", a);
+  check_ndim("matmul", "a", a, 2, "matrix");
+  check_like("matmul", "b", b, a);
+  check_ndim("matmul", "b", b, 2, "matrix");
+  int64_t M = ta ? a.dim(1) : a.dim(0), K = ta ? a.dim(0) : a.dim(1);
+  int64_t K2 = tb ? b.dim(1) : b.dim(0), N = tb ? b.dim(0) : b.dim(1);
+  if (K != K2)
+    fail(ErrorCode::Shape, "matmul", "b", "a matrix with " + str(K) + " rows (after transpose)",
+         shape_str(b.shape()) + (tb ? " (transposed)" : ""));
+  auto out = empty({M, N}, a.dtype(), a.device());
+  be(a).matmul(a, b, ta, tb, nullptr, *out);
+  return out;
+}
+
+TensorPtr linear_forward(const Tensor &x, const Tensor &w, const Tensor *b) {
+  const std::string op = "linear";
+  check_float(op, "input", x);
+  check_ndim(op, "input", x, 2, "matrix [N, in]");
+  check_like(op, "weight", w, x);
+  check_ndim(op, "weight", w, 2, "matrix [out, in]");
+  if (w.dim(1) != x.dim(1))
+    fail(ErrorCode::Shape, op, "weight", "[out, " + str(x.dim(1)) + "] (input has " + str(x.dim(1)) + " features)",
+         shape_str(w.shape()));
+  if (b) {
+    check_like(op, "bias", *b, x);
+    check_shape(op, "bias", *b, {w.dim(0)});
+  }
+  auto y = empty({x.dim(0), w.dim(0)}, x.dtype(), x.device());
+  be(x).matmul(x, w, false, true, b, *y);
+  return y;
+}
+
+// ---------------------------------------------------------------- loss and metrics
+
+namespace {
+void check_targets(const std::string &op, const Tensor &logits, const Tensor &targets) {
+  if (targets.dtype() != DType::I32) fail(ErrorCode::DType, op, "targets", "int32 class indices", dtype_name(targets.dtype()));
+  check_same_device(op, "targets", targets, logits.device());
+  check_shape(op, "targets", targets, {logits.dim(0)});
+}
+}  // namespace
+
+std::pair<TensorPtr, TensorPtr> cross_entropy_forward(const Tensor &logits, const Tensor &targets,
+                                                      double smoothing) {
+  const std::string op = "crossEntropy";
+  check_float(op, "logits", logits);
+  check_ndim(op, "logits", logits, 2, "matrix [N, classes]");
+  check_targets(op, logits, targets);
+  if (logits.dim(0) < 1 || logits.dim(1) < 1) fail(ErrorCode::Shape, op, "logits", "at least one row and one class", shape_str(logits.shape()));
+  if (!(smoothing >= 0 && smoothing <= 1))
+    fail(ErrorCode::Arg, op, "labelSmoothing", "a number in [0, 1]", std::to_string(smoothing));
+  auto loss = empty({}, logits.dtype(), logits.device());
+  auto probs = empty(logits.shape(), logits.dtype(), logits.device());
+  be(logits).cross_entropy_forward(logits, targets, smoothing, *loss, *probs);
+  return {loss, probs};
+}
+
+TensorPtr cross_entropy_backward(const Tensor &probs, const Tensor &targets, double smoothing,
+                                 const Tensor &gloss) {
+  check_targets("crossEntropy_backward", probs, targets);
+  check_shape("crossEntropy_backward", "grad_output", gloss, {});
+  auto g = empty(probs.shape(), probs.dtype(), probs.device());
+  be(probs).cross_entropy_backward(probs, targets, smoothing, gloss, *g);
+  return g;
+}
+
+TensorPtr topk(const Tensor &x, int64_t k) {
+  check_float("topk", "input", x);
+  check_ndim("topk", "input", x, 2, "matrix [N, classes]");
+  if (k < 1 || k > x.dim(1)) fail(ErrorCode::Arg, "topk", "k", "an integer in [1, " + str(x.dim(1)) + "]", str(k));
+  auto idx = empty({x.dim(0), k}, DType::I32, x.device());
+  be(x).topk(x, k, *idx);
+  return idx;
+}
+
+TensorPtr argmax(const Tensor &x) {
+  auto idx = topk(x, 1);
+  return reshape(*idx, {x.dim(0)});
+}
+
+// ---------------------------------------------------------------- optimiser
+
+void sgd_step(Tensor &param, const Tensor &grad, Tensor *momentum_buf, const SgdArgs &a) {
+  const std::string op = "sgdStep";
+  check_float(op, "param", param);
+  check_like(op, "grad", grad, param);
+  check_shape(op, "grad", grad, param.shape());
+  if (momentum_buf) {
+    check_like(op, "momentumBuffer", *momentum_buf, param);
+    check_shape(op, "momentumBuffer", *momentum_buf, param.shape());
+  }
+  if (a.momentum != 0 && !momentum_buf) fail(ErrorCode::Arg, op, "momentumBuffer", "a tensor when momentum != 0", "none");
+  if (a.nesterov && (a.momentum <= 0 || a.dampening != 0))
+    fail(ErrorCode::Arg, op, "nesterov", "momentum > 0 and dampening = 0", "momentum " + std::to_string(a.momentum) + ", dampening " + std::to_string(a.dampening));
+  be(param).sgd_step(param, grad, momentum_buf, a);
+}
+
+}  // namespace rx::ops

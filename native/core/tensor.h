@@ -1,0 +1,78 @@
+// Tensor: a shape, a dtype, a device and shared storage. Tensors are always dense and
+// row-major over their logical shape (NCHW for activations on the CPU); a reshape is a new
+// Tensor over the same Storage. Live storage bytes and tensor counts are tracked for memory().
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "dtype.h"
+#include "error.h"
+
+namespace rx {
+
+using Shape = std::vector<int64_t>;
+
+struct MemoryStats {
+  int64_t tensors;
+  int64_t storages;
+  int64_t bytes;
+  int64_t peak_bytes;
+};
+MemoryStats memory_stats(Device d);
+
+class Storage {
+ public:
+  Storage(size_t bytes, Device device);
+  ~Storage();
+  Storage(const Storage &) = delete;
+  Storage &operator=(const Storage &) = delete;
+  void *data() { return data_; }
+  size_t bytes() const { return bytes_; }
+  Device device() const { return device_; }
+
+ private:
+  void *data_ = nullptr;
+  size_t bytes_ = 0;
+  Device device_;
+};
+
+class Tensor {
+ public:
+  Tensor(Shape shape, DType dtype, Device device = {});  // uninitialised storage
+  Tensor(Shape shape, DType dtype, std::shared_ptr<Storage> storage);
+  Tensor(const Tensor &o);
+  Tensor &operator=(const Tensor &) = delete;
+  ~Tensor();
+
+  const Shape &shape() const { return shape_; }
+  int64_t dim(int i) const { return shape_[i < 0 ? shape_.size() + i : i]; }
+  int ndim() const { return (int)shape_.size(); }
+  int64_t numel() const { return numel_; }
+  DType dtype() const { return dtype_; }
+  Device device() const { return storage_->device(); }
+  size_t nbytes() const { return numel_ * dtype_size(dtype_); }
+  const std::shared_ptr<Storage> &storage() const { return storage_; }
+
+  template <typename T>
+  T *data() { return static_cast<T *>(storage_->data()); }
+  template <typename T>
+  const T *data() const { return static_cast<const T *>(storage_->data()); }
+  void *raw() { return storage_->data(); }
+  const void *raw() const { return storage_->data(); }
+
+ private:
+  Shape shape_;
+  DType dtype_;
+  int64_t numel_;
+  std::shared_ptr<Storage> storage_;
+};
+
+using TensorPtr = std::shared_ptr<Tensor>;
+
+int64_t shape_numel(const Shape &s);
+TensorPtr empty(const Shape &shape, DType dtype, Device device = {});
+
+}  // namespace rx
