@@ -1,95 +1,447 @@
-// Placeholder: im2col + GEMM per (image, group). To be replaced by the fast kernels.
+// Convolution kernels of the CPU backend (NCHW activations, [K, C/groups, R, S] weights).
+//
+// Layout/algorithm. All three directions run on the two micro-kernels of gemm_kernels.h, and
+// none materializes an im2col matrix:
+//
+// * Forward is an implicit GEMM per (image batch, group): y_g[Kg, pix] = W_g[Kg, Cg*R*S] * X_g.
+//   The input of the group is copied once into zero-padded, stride-phase-split planes
+//   (phase (a,b) holds xpad[sh*i + a][sw*j + b]) with a common row pitch; the output is computed
+//   on the same pitched grid, so every filter tap (c,r,s) becomes a constant offset into that
+//   buffer and a B "row" of the GEMM is simply buf + offset. Stride-2 convs thus cost no wasted
+//   FLOPs and 3x3 grouped convs with 4..32 channels per group need no tiny im2col GEMMs. The few
+//   junk columns of the pitched grid (pitch - Q per row) are dropped when the result is scattered
+//   into y (with the bias). 1x1 stride-1 unpadded convs read x and write y in place (plain GEMM
+//   on NCHW). Small images are batched (several images side by side in the pitched grid) so the
+//   GEMM N dimension stays >= ~512 and weights are reused.
+// * Backward-data is the same kernel on the padded gy buffer: each output phase
+//   (h % sh, w % sw) of gx is a stride-1 correlation of gy with the subset of taps that reach it,
+//   A[c][(k,r,s)] = w[k][c][r][s]; phases that no tap reaches are zero-filled.
+// * Backward-filter reduces over output pixels: gw_g[k][(c,r,s)] = sum_pix gy[k][pix] *
+//   buf[off(c,r,s) + pix] with the forward's input buffer and gy laid out on the same pitched grid
+//   (junk positions zero), computed by the dot micro-kernel in L2-sized pixel/tap blocks.
+//
+// Parallelism: tasks over (image batch, group, row chunk) for forward/backward-data and over
+// (group, row chunk) for backward-filter (so no thread reduction is needed); row chunks only when
+// there are too few batches*groups for the pool. Packed weights are built once per call, scratch
+// buffers are thread_local (no heap traffic in steady state).
 #include "conv2d.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
-#include "gemm.h"
+#include "gemm_kernels.h"
 #include "parallel.h"
 
 namespace rx::cpu {
 
+namespace {
+
+inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Per-thread scratch, one growing vector per slot.
 template <typename T>
-static void im2col(const ConvGeom &g, const T *x /* [Cg,H,W] */, T *col /* [Cg*R*S, P*Q] */) {
-  int64_t Cg = g.C / g.groups;
+T *tls_buf(int slot, size_t n) {
+  thread_local std::vector<T> bufs[3];
+  if (bufs[slot].size() < n) bufs[slot].resize(n);
+  return bufs[slot].data();
+}
+
+// GEMM N (pixels) per task that keeps packed weights reused and partial slivers rare.
+constexpr int64_t kTargetPix = 512;
+
+// Forward / backward-filter view of one group's input: planes (c, a, b), each holding `nb` images
+// of Hph x pitch, back to back (plane stride pl), plus a zeroed tail of `img` elements so tap
+// offsets applied to junk pixels stay inside the buffer.
+struct XLayout {
+  bool direct;  // 1x1, stride 1, no padding: x itself is the buffer (when nb == 1)
+  int64_t na, nbp, Hph, pitch, img, nb, pl, planes, ntaps, size;
+};
+
+XLayout x_layout(const ConvGeom &g, int64_t nb_max) {
+  XLayout L;
+  L.direct = g.R == 1 && g.S == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0;
+  L.na = std::min(g.stride_h, g.R);
+  L.nbp = std::min(g.stride_w, g.S);
+  L.Hph = g.P + (g.R - 1) / g.stride_h;
+  L.pitch = g.Q + (g.S - 1) / g.stride_w;
+  L.img = L.Hph * L.pitch;
+  L.nb = (L.direct && L.img >= kTargetPix) ? 1 : std::clamp<int64_t>(cdiv(kTargetPix, L.img), 1, nb_max);
+  L.pl = L.nb * L.img;
+  const int64_t Cg = g.C / g.groups;
+  L.planes = Cg * L.na * L.nbp;
+  L.ntaps = Cg * g.R * g.S;
+  L.size = L.planes * L.pl + L.img + 64;
+  return L;
+}
+
+bool x_inplace(const XLayout &L) { return L.direct && L.nb == 1; }
+
+// offs[(c*R + r)*S + s] for a buffer with plane stride pl.
+void x_offsets(const ConvGeom &g, const XLayout &L, int64_t pl, int64_t *offs) {
+  const int64_t Cg = g.C / g.groups;
   for (int64_t c = 0; c < Cg; c++)
     for (int64_t r = 0; r < g.R; r++)
       for (int64_t s = 0; s < g.S; s++) {
-        T *dst = col + ((c * g.R + r) * g.S + s) * g.P * g.Q;
-        for (int64_t p = 0; p < g.P; p++) {
-          int64_t h = p * g.stride_h - g.pad_h + r;
-          for (int64_t q = 0; q < g.Q; q++) {
-            int64_t w = q * g.stride_w - g.pad_w + s;
-            dst[p * g.Q + q] = (h >= 0 && h < g.H && w >= 0 && w < g.W) ? x[(c * g.H + h) * g.W + w] : T(0);
-          }
-        }
+        const int64_t plane = (c * L.na + r % g.stride_h) * L.nbp + s % g.stride_w;
+        offs[(c * g.R + r) * g.S + s] = plane * pl + (r / g.stride_h) * L.pitch + s / g.stride_w;
       }
 }
 
+// Fills the group's padded phase planes; x points at (image n0, channel g*Cg). Image slots past
+// nbc and the tail are zeroed (backward-filter multiplies them by zero gy, so they must be finite).
 template <typename T>
-static void col2im(const ConvGeom &g, const T *col, T *x /* [Cg,H,W], accumulated */) {
-  int64_t Cg = g.C / g.groups;
+void x_build(const ConvGeom &g, const XLayout &L, const T *x, int64_t nbc, T *buf) {
+  const int64_t Cg = g.C / g.groups, H = g.H, W = g.W, sh = g.stride_h, sw = g.stride_w;
   for (int64_t c = 0; c < Cg; c++)
-    for (int64_t r = 0; r < g.R; r++)
-      for (int64_t s = 0; s < g.S; s++) {
-        const T *src = col + ((c * g.R + r) * g.S + s) * g.P * g.Q;
-        for (int64_t p = 0; p < g.P; p++) {
-          int64_t h = p * g.stride_h - g.pad_h + r;
-          if (h < 0 || h >= g.H) continue;
-          for (int64_t q = 0; q < g.Q; q++) {
-            int64_t w = q * g.stride_w - g.pad_w + s;
-            if (w >= 0 && w < g.W) x[(c * g.H + h) * g.W + w] += src[p * g.Q + q];
+    for (int64_t a = 0; a < L.na; a++)
+      for (int64_t b = 0; b < L.nbp; b++) {
+        T *plane = buf + ((c * L.na + a) * L.nbp + b) * L.pl;
+        for (int64_t nn = 0; nn < L.nb; nn++) {
+          T *dst = plane + nn * L.img;
+          if (nn >= nbc) {
+            std::fill(dst, dst + L.img, T(0));
+            continue;
+          }
+          const T *src = x + (nn * g.C + c) * H * W;
+          // Valid column range: j with 0 <= sw*j + b - pw < W.
+          const int64_t j_lo = std::min(L.pitch, std::max<int64_t>(0, cdiv(g.pad_w - b, sw)));
+          const int64_t j_hi = std::max(j_lo, std::min(L.pitch, cdiv(W + g.pad_w - b, sw)));
+          for (int64_t i = 0; i < L.Hph; i++) {
+            T *d = dst + i * L.pitch;
+            const int64_t h = sh * i + a - g.pad_h;
+            if (h < 0 || h >= H) {
+              std::fill(d, d + L.pitch, T(0));
+              continue;
+            }
+            const T *srow = src + h * W + b - g.pad_w;
+            std::fill(d, d + j_lo, T(0));
+            if (sw == 1) {
+              std::memcpy(d + j_lo, srow + j_lo, (j_hi - j_lo) * sizeof(T));
+            } else {
+              for (int64_t j = j_lo; j < j_hi; j++) d[j] = srow[sw * j];
+            }
+            std::fill(d + j_hi, d + L.pitch, T(0));
           }
         }
       }
+  std::fill(buf + L.planes * L.pl, buf + L.size, T(0));
 }
 
+// Packs rows [0, M) x taps [0, ntaps) of get(m, t) into MR-row panels (zero-padded rows).
+template <typename T, typename F>
+void pack_panels(int MR, int64_t M, int64_t ntaps, T *dst, F get) {
+  for (int64_t m0 = 0; m0 < M; m0 += MR)
+    for (int64_t t = 0; t < ntaps; t++, dst += MR)
+      for (int i = 0; i < MR; i++) dst[i] = m0 + i < M ? get(m0 + i, t) : T(0);
+}
+
+// out[m][pix] = sum_t Ap[m][t] * src[offs[t] + pix] for m < M, pix < npix (Ap: panels of MR rows,
+// panel stride ntaps*MR). Blocking: KC taps x MCB rows of A (~64 KB, L2) against one NR-wide
+// column sliver of B that stays in L1 across the row block.
+template <typename T>
+void tap_conv(const GemmKernels<T> &kr, int64_t M, const T *Ap, int64_t ntaps, const T *src, const int64_t *offs,
+              int64_t npix, T *out, int64_t ldo) {
+  const int MR = kr.mr, NR = kr.nr;
+  const int64_t KC = 256, MCB = 64;
+  if (ntaps == 0) {
+    for (int64_t m = 0; m < M; m++) std::fill(out + m * ldo, out + m * ldo + npix, T(0));
+    return;
+  }
+  for (int64_t t0 = 0; t0 < ntaps; t0 += KC) {
+    const int64_t kc = std::min(KC, ntaps - t0);
+    const T beta = t0 == 0 ? T(0) : T(1);
+    for (int64_t mc0 = 0; mc0 < M; mc0 += MCB) {
+      const int64_t mc1 = std::min(M, mc0 + MCB);
+      for (int64_t p0 = 0; p0 < npix; p0 += NR) {
+        const int nr = (int)std::min<int64_t>(NR, npix - p0);
+        for (int64_t m = mc0; m < mc1; m += MR) {
+          kr.tap(kc, Ap + m * ntaps + t0 * MR, src + p0, offs + t0, out + m * ldo + p0, ldo,
+                 (int)std::min<int64_t>(MR, M - m), nr, T(1), beta);
+        }
+      }
+    }
+  }
+}
+
+// Number of row chunks per (batch, group) so the pool gets >= 2 tasks per thread.
+int64_t row_chunks(int64_t base_tasks, int64_t M, int MR) {
+  const int64_t want = 2 * num_threads();
+  if (base_tasks >= want) return 1;
+  return std::clamp<int64_t>(cdiv(want, base_tasks), 1, cdiv(M, MR));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
 template <typename T>
 void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const T *bias, T *y) {
-  int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, PQ = g.P * g.Q, CRS = Cg * g.R * g.S;
-  for (int64_t n = 0; n < g.N; n++)
-    for (int64_t gr = 0; gr < g.groups; gr++) {
-      std::vector<T> col(CRS * PQ);
-      im2col(g, x + (n * g.C + gr * Cg) * g.H * g.W, col.data());
-      T *out = y + (n * g.K + gr * Kg) * PQ;
-      gemm<T>(false, false, Kg, PQ, CRS, T(1), w + gr * Kg * CRS, CRS, col.data(), PQ, T(0), out, PQ);
-      if (bias)
-        for (int64_t k = 0; k < Kg; k++)
-          for (int64_t i = 0; i < PQ; i++) out[k * PQ + i] += bias[gr * Kg + k];
+  const GemmKernels<T> &kr = gemm_kernels<T>();
+  const int64_t G = g.groups, Cg = g.C / G, Kg = g.K / G, PQ = g.P * g.Q, HW = g.H * g.W;
+  const XLayout L = x_layout(g, g.N);
+  const int64_t ntaps = L.ntaps, Mp = cdiv(Kg, kr.mr) * kr.mr;
+  const bool inplace = x_inplace(L);
+
+  std::vector<T> wp((size_t)(G * Mp * ntaps));
+  parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t gi = g0; gi < g1; gi++)
+      pack_panels(kr.mr, Kg, ntaps, wp.data() + gi * Mp * ntaps,
+                  [&](int64_t m, int64_t t) { return w[(gi * Kg + m) * ntaps + t]; });
+  });
+  std::vector<int64_t> offs((size_t)ntaps);
+  x_offsets(g, L, inplace ? HW : L.pl, offs.data());
+
+  const int64_t nbatches = cdiv(g.N, L.nb), base = nbatches * G;
+  const int64_t chunks = row_chunks(base, Kg, kr.mr);
+  const int64_t rows = cdiv(cdiv(Kg, kr.mr), chunks) * kr.mr;
+  parallel_for(0, base * chunks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; task++) {
+      const int64_t bi = task / (G * chunks), gi = task / chunks % G, ci = task % chunks;
+      const int64_t n0 = bi * L.nb, nbc = std::min(L.nb, g.N - n0);
+      const int64_t m0 = ci * rows, m1 = std::min(Kg, m0 + rows);
+      if (m0 >= m1) continue;
+      const T *xg = x + (n0 * g.C + gi * Cg) * HW;
+      const T *Ap = wp.data() + gi * Mp * ntaps + m0 * ntaps;
+      if (inplace) {
+        T *out = y + (n0 * g.K + gi * Kg + m0) * PQ;
+        tap_conv(kr, m1 - m0, Ap, ntaps, xg, offs.data(), PQ, out, PQ);
+        if (bias)
+          for (int64_t m = m0; m < m1; m++) {
+            const T bv = bias[gi * Kg + m];
+            T *row = out + (m - m0) * PQ;
+            for (int64_t i = 0; i < PQ; i++) row[i] += bv;
+          }
+        continue;
+      }
+      T *buf = tls_buf<T>(0, (size_t)L.size);
+      x_build(g, L, xg, nbc, buf);
+      T *out = tls_buf<T>(1, (size_t)((m1 - m0) * L.pl));
+      tap_conv(kr, m1 - m0, Ap, ntaps, buf, offs.data(), nbc * L.img, out, L.pl);
+      for (int64_t nn = 0; nn < nbc; nn++)
+        for (int64_t m = m0; m < m1; m++) {
+          const T bv = bias ? bias[gi * Kg + m] : T(0);
+          T *dst = y + ((n0 + nn) * g.K + gi * Kg + m) * PQ;
+          const T *src = out + (m - m0) * L.pl + nn * L.img;
+          for (int64_t p = 0; p < g.P; p++)
+            for (int64_t q = 0; q < g.Q; q++) dst[p * g.Q + q] = src[p * L.pitch + q] + bv;
+        }
     }
+  });
 }
+
+// ---------------------------------------------------------------------------------------------
+namespace {
+
+// One output phase of backward-data: gx rows e + sh*i (i < He), columns f + sw*j (j < Wf), and
+// the taps (k, r, s) that reach it with their gy row/column shifts dr, dc.
+struct DPhase {
+  int64_t e, f, He, Wf;
+  std::vector<int64_t> k, r, s, dr, dc;
+};
+
+// Exact floor division for possibly negative numerators.
+inline int64_t fdiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+}  // namespace
 
 template <typename T>
 void conv2d_backward_data(const ConvGeom &g, const T *gy, const T *w, T *gx) {
-  int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, PQ = g.P * g.Q, CRS = Cg * g.R * g.S;
-  std::memset(gx, 0, sizeof(T) * g.N * g.C * g.H * g.W);
-  for (int64_t n = 0; n < g.N; n++)
-    for (int64_t gr = 0; gr < g.groups; gr++) {
-      std::vector<T> col(CRS * PQ);
-      gemm<T>(true, false, CRS, PQ, Kg, T(1), w + gr * Kg * CRS, CRS, gy + (n * g.K + gr * Kg) * PQ, PQ, T(0),
-              col.data(), PQ);
-      col2im(g, col.data(), gx + (n * g.C + gr * Cg) * g.H * g.W);
+  const GemmKernels<T> &kr = gemm_kernels<T>();
+  const int64_t G = g.groups, Cg = g.C / G, Kg = g.K / G, PQ = g.P * g.Q, HW = g.H * g.W;
+  const int64_t sh = g.stride_h, sw = g.stride_w, RS = g.R * g.S;
+
+  // gx[h] receives gy[p] through tap r iff h + ph - r = sh*p.
+  std::vector<DPhase> phases;
+  int64_t padT = 0, padB = 0, padL = 0, padR = 0;
+  for (int64_t e = 0; e < sh; e++)
+    for (int64_t f = 0; f < sw; f++) {
+      DPhase ph;
+      ph.e = e, ph.f = f, ph.He = std::max<int64_t>(0, cdiv(g.H - e, sh)), ph.Wf = std::max<int64_t>(0, cdiv(g.W - f, sw));
+      if (ph.He == 0 || ph.Wf == 0) continue;
+      for (int64_t k = 0; k < Kg; k++)
+        for (int64_t r = 0; r < g.R; r++) {
+          if ((e + g.pad_h - r) % sh != 0) continue;
+          for (int64_t s = 0; s < g.S; s++) {
+            if ((f + g.pad_w - s) % sw != 0) continue;
+            const int64_t dr = fdiv(e + g.pad_h - r, sh), dc = fdiv(f + g.pad_w - s, sw);
+            ph.k.push_back(k), ph.r.push_back(r), ph.s.push_back(s), ph.dr.push_back(dr), ph.dc.push_back(dc);
+            padT = std::max(padT, -dr), padL = std::max(padL, -dc);
+            padB = std::max(padB, ph.He - 1 + dr - (g.P - 1));
+            padR = std::max(padR, ph.Wf - 1 + dc - (g.Q - 1));
+          }
+        }
+      phases.push_back(std::move(ph));
     }
+  const int64_t Hg = padT + g.P + padB, Wg = padL + g.Q + padR, img = Hg * Wg;
+  const bool direct = g.R == 1 && g.S == 1 && sh == 1 && sw == 1 && g.pad_h == 0 && g.pad_w == 0;
+  const int64_t nb = (direct && img >= kTargetPix) ? 1 : std::clamp<int64_t>(cdiv(kTargetPix, img), 1, g.N);
+  const bool inplace = direct && nb == 1;
+  const int64_t pl = inplace ? PQ : nb * img, bufsize = Kg * pl + img + 64;
+  const int64_t Mp = cdiv(Cg, kr.mr) * kr.mr;
+
+  // Per phase: tap offsets into the gy buffer and packed weights for every group.
+  const size_t nph = phases.size();
+  std::vector<std::vector<int64_t>> offs(nph);
+  std::vector<std::vector<T>> wp(nph);
+  for (size_t pi = 0; pi < nph; pi++) {
+    const DPhase &ph = phases[pi];
+    const int64_t nt = (int64_t)ph.k.size();
+    offs[pi].resize(nt);
+    for (int64_t t = 0; t < nt; t++) offs[pi][t] = ph.k[t] * pl + (ph.dr[t] + padT) * Wg + ph.dc[t] + padL;
+    wp[pi].resize((size_t)(G * Mp * nt));
+  }
+  parallel_for(0, G * (int64_t)nph, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      const int64_t gi = i / (int64_t)nph;
+      const DPhase &ph = phases[i % nph];
+      const int64_t nt = (int64_t)ph.k.size();
+      pack_panels(kr.mr, Cg, nt, wp[i % nph].data() + gi * Mp * nt, [&](int64_t c, int64_t t) {
+        return w[((gi * Kg + ph.k[t]) * Cg + c) * RS + ph.r[t] * g.S + ph.s[t]];
+      });
+    }
+  });
+
+  bool any_empty = (int64_t)nph < sh * sw;
+  for (const DPhase &ph : phases) any_empty = any_empty || ph.k.empty();
+
+  const int64_t nbatches = cdiv(g.N, nb), base = nbatches * G;
+  const int64_t chunks = row_chunks(base, Cg, kr.mr);
+  const int64_t rows = cdiv(cdiv(Cg, kr.mr), chunks) * kr.mr;
+  parallel_for(0, base * chunks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; task++) {
+      const int64_t bi = task / (G * chunks), gi = task / chunks % G, ci = task % chunks;
+      const int64_t n0 = bi * nb, nbc = std::min(nb, g.N - n0);
+      const int64_t m0 = ci * rows, m1 = std::min(Cg, m0 + rows);
+      if (m0 >= m1) continue;
+      const T *gyg = gy + (n0 * g.K + gi * Kg) * PQ;
+      if (inplace) {
+        const int64_t nt = (int64_t)phases[0].k.size();
+        tap_conv(kr, m1 - m0, wp[0].data() + gi * Mp * nt + m0 * nt, nt, gyg, offs[0].data(), PQ,
+                 gx + (n0 * g.C + gi * Cg + m0) * HW, HW);
+        continue;
+      }
+      // gy of this group, zero-padded by (padT, padB, padL, padR), images side by side.
+      T *buf = tls_buf<T>(0, (size_t)bufsize);
+      for (int64_t k = 0; k < Kg; k++)
+        for (int64_t nn = 0; nn < nb; nn++) {
+          T *dst = buf + k * pl + nn * img;
+          if (nn >= nbc) {
+            std::fill(dst, dst + img, T(0));
+            continue;
+          }
+          const T *src = gyg + (nn * g.K + k) * PQ;
+          std::fill(dst, dst + padT * Wg, T(0));
+          for (int64_t p = 0; p < g.P; p++) {
+            T *d = dst + (padT + p) * Wg;
+            std::fill(d, d + padL, T(0));
+            std::memcpy(d + padL, src + p * g.Q, g.Q * sizeof(T));
+            std::fill(d + padL + g.Q, d + Wg, T(0));
+          }
+          std::fill(dst + (padT + g.P) * Wg, dst + img, T(0));
+        }
+      std::fill(buf + Kg * pl, buf + bufsize, T(0));
+      T *out = tls_buf<T>(1, (size_t)((m1 - m0) * pl));
+      // Phases reached by no tap (e.g. odd rows of a 1x1 stride-2 conv) get zeros.
+      if (any_empty) {
+        for (int64_t nn = 0; nn < nbc; nn++)
+          std::fill(gx + ((n0 + nn) * g.C + gi * Cg + m0) * HW, gx + ((n0 + nn) * g.C + gi * Cg + m1) * HW, T(0));
+      }
+      for (size_t pi = 0; pi < nph; pi++) {
+        const DPhase &ph = phases[pi];
+        const int64_t nt = (int64_t)ph.k.size();
+        if (nt == 0) continue;
+        tap_conv(kr, m1 - m0, wp[pi].data() + gi * Mp * nt + m0 * nt, nt, buf, offs[pi].data(), nbc * img, out, pl);
+        for (int64_t nn = 0; nn < nbc; nn++)
+          for (int64_t c = m0; c < m1; c++) {
+            T *dst = gx + ((n0 + nn) * g.C + gi * Cg + c) * HW;
+            const T *src = out + (c - m0) * pl + nn * img;
+            for (int64_t i = 0; i < ph.He; i++) {
+              T *drow = dst + (ph.e + sh * i) * g.W + ph.f;
+              const T *srow = src + i * Wg;
+              if (sw == 1) {
+                std::memcpy(drow, srow, ph.Wf * sizeof(T));
+              } else {
+                for (int64_t j = 0; j < ph.Wf; j++) drow[sw * j] = srow[j];
+              }
+            }
+          }
+      }
+    }
+  });
 }
 
+// ---------------------------------------------------------------------------------------------
 template <typename T>
 void conv2d_backward_filter(const ConvGeom &g, const T *gy, const T *x, T *gw) {
-  int64_t Cg = g.C / g.groups, Kg = g.K / g.groups, PQ = g.P * g.Q, CRS = Cg * g.R * g.S;
-  std::memset(gw, 0, sizeof(T) * g.K * CRS);
-  for (int64_t n = 0; n < g.N; n++)
-    for (int64_t gr = 0; gr < g.groups; gr++) {
-      std::vector<T> col(CRS * PQ);
-      im2col(g, x + (n * g.C + gr * Cg) * g.H * g.W, col.data());
-      gemm<T>(false, true, Kg, CRS, PQ, T(1), gy + (n * g.K + gr * Kg) * PQ, PQ, col.data(), PQ, T(1),
-              gw + gr * Kg * CRS, CRS);
+  const GemmKernels<T> &kr = gemm_kernels<T>();
+  const int64_t G = g.groups, Cg = g.C / G, Kg = g.K / G, PQ = g.P * g.Q, HW = g.H * g.W;
+  const XLayout L = x_layout(g, g.N);
+  const bool inplace = x_inplace(L);
+  const int64_t ntaps = L.ntaps;
+  std::vector<int64_t> offs((size_t)ntaps + 8);
+  x_offsets(g, L, inplace ? HW : L.pl, offs.data());
+
+  const int64_t chunks = row_chunks(G, Kg, kr.dmr);
+  const int64_t rows = cdiv(cdiv(Kg, kr.dmr), chunks) * kr.dmr;
+  const int64_t nbatches = cdiv(g.N, L.nb);
+  // Pixel block LB x tap block TB of the input buffer (~128 KB) stays in L2 while every row
+  // quad of gy (4 x LB, in L1) sweeps it.
+  const int64_t LB = 256, TB = 128;
+  parallel_for(0, G * chunks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; task++) {
+      const int64_t gi = task / chunks, ci = task % chunks;
+      const int64_t m0 = ci * rows, m1 = std::min(Kg, m0 + rows), M = m1 - m0;
+      if (M <= 0) continue;
+      T *gwg = gw + (gi * Kg + m0) * ntaps;
+      std::fill(gwg, gwg + M * ntaps, T(0));
+      for (int64_t bi = 0; bi < nbatches; bi++) {
+        const int64_t n0 = bi * L.nb, nbc = std::min(L.nb, g.N - n0);
+        const T *xs, *gys;
+        int64_t lda, len;
+        if (inplace) {
+          xs = x + (n0 * g.C + gi * Cg) * HW;
+          gys = gy + (n0 * g.K + gi * Kg + m0) * PQ;
+          lda = PQ, len = PQ;
+        } else {
+          T *xb = tls_buf<T>(0, (size_t)L.size);
+          x_build(g, L, x + (n0 * g.C + gi * Cg) * HW, nbc, xb);
+          // gy rows on the forward's pitched output grid, zero at junk positions.
+          T *gb = tls_buf<T>(1, (size_t)(M * L.pl));
+          for (int64_t m = 0; m < M; m++)
+            for (int64_t nn = 0; nn < nbc; nn++) {
+              T *dst = gb + m * L.pl + nn * L.img;
+              const T *src = gy + ((n0 + nn) * g.K + gi * Kg + m0 + m) * PQ;
+              for (int64_t p = 0; p < g.P; p++) {
+                std::memcpy(dst + p * L.pitch, src + p * g.Q, g.Q * sizeof(T));
+                std::fill(dst + p * L.pitch + g.Q, dst + (p + 1) * L.pitch, T(0));
+              }
+              std::fill(dst + g.P * L.pitch, dst + L.img, T(0));
+            }
+          xs = xb, gys = gb, lda = L.pl, len = nbc * L.img;
+        }
+        for (int64_t p0 = 0; p0 < len; p0 += LB) {
+          const int64_t lb = std::min(LB, len - p0);
+          for (int64_t tb0 = 0; tb0 < ntaps; tb0 += TB) {
+            const int64_t tb1 = std::min(ntaps, tb0 + TB);
+            for (int64_t m = 0; m < M; m += kr.dmr) {
+              const int mr = (int)std::min<int64_t>(kr.dmr, M - m);
+              for (int64_t t = tb0; t < tb1; t += kr.dnt) {
+                const int nt = (int)std::min<int64_t>(kr.dnt, tb1 - t);
+                kr.dot(lb, gys + m * lda + p0, lda, xs + p0, offs.data() + t, gwg + m * ntaps + t, ntaps, mr, nt);
+              }
+            }
+          }
+        }
+      }
     }
+  });
 }
 
-#define RX_INST(T)                                                                         \
-  template void conv2d_forward<T>(const ConvGeom &, const T *, const T *, const T *, T *); \
-  template void conv2d_backward_data<T>(const ConvGeom &, const T *, const T *, T *);      \
-  template void conv2d_backward_filter<T>(const ConvGeom &, const T *, const T *, T *);
-RX_INST(float)
-RX_INST(double)
+template void conv2d_forward<float>(const ConvGeom &, const float *, const float *, const float *, float *);
+template void conv2d_forward<double>(const ConvGeom &, const double *, const double *, const double *, double *);
+template void conv2d_backward_data<float>(const ConvGeom &, const float *, const float *, float *);
+template void conv2d_backward_data<double>(const ConvGeom &, const double *, const double *, double *);
+template void conv2d_backward_filter<float>(const ConvGeom &, const float *, const float *, float *);
+template void conv2d_backward_filter<double>(const ConvGeom &, const double *, const double *, double *);
 
 }  // namespace rx::cpu

@@ -1,0 +1,20 @@
+/**
+ * resnext: train and run ResNeXt networks from TypeScript.
+ * This entry point re-exports the public API of every layer.
+ */
+export { ResnextError, type ErrorCode } from './native/errors';
+export { Tensor, tidy, keep, memory, numThreads, setNumThreads, type DType, type Device, type TypedArray } from './tensor/tensor';
+export {
+  tensor, zeros, ones, full, zerosLike, onesLike, randn, rand, manualSeed, getRngState, setRngState,
+  type TensorOptions, type RandomOptions,
+} from './tensor/create';
+export { noGrad, isGradEnabled, backward, gradientRegistry, type BackwardOptions } from './autograd/engine';
+export { gradcheck, type GradcheckOptions, type GradcheckResult } from './autograd/gradcheck';
+export { add, sub, mul, div, pow, neg, exp, log, sqrt, abs, maximum, relu } from './ops/elementwise';
+export { reshape, flatten, permute, expand, cast, to, clone, sum, mean } from './ops/shape';
+export {
+  conv2d, batchNorm2d, batchNormReLU, batchNormAddReLU, maxPool2d, globalAvgPool2d, linear, matmul,
+  crossEntropy, topk, argmax, sgdStep,
+  type Conv2dOptions, type BatchNormOptions, type MaxPool2dOptions, type SgdStepOptions, type Targets,
+} from './ops/nn';
+export { native, addonPath } from './native/addon';

@@ -1,0 +1,195 @@
+/**
+ * Tensor: a TypeScript object over a native handle. Shape, dtype and device follow PyTorch
+ * (activations [N, C, H, W]); data crosses only through `await t.data()` (a copy, NCHW
+ * row-major). Ownership is explicit: dispose(), `using`, tidy() scopes; a FinalizationRegistry
+ * frees handles that were dropped without dispose, as a safety net only.
+ */
+import { describe, fail, ResnextError } from '../native/errors';
+import { native, type DTypeName, type DeviceName, type TensorHandle } from '../native/addon';
+
+export type DType = DTypeName;
+export type Device = DeviceName;
+export type TypedArray = Float32Array | Float64Array | Int32Array;
+
+/** A node of the autograd tape (lib/autograd): how to push a gradient to the op's inputs. */
+export interface GradNode {
+  readonly name: string;
+  readonly inputs: readonly (Tensor | null)[];
+  /** Returns one gradient per input (null where the input needs none). */
+  backward(grad: Tensor): (Tensor | null)[];
+  /** Frees what the node saved for backward. */
+  release(): void;
+  released: boolean;
+}
+
+// Symbol.dispose exists from Node 20.4 on some builds only; define it so `using` works.
+const disposeSymbol: typeof Symbol.dispose =
+  (Symbol as { dispose?: typeof Symbol.dispose }).dispose ??
+  ((Symbol as unknown as { dispose: symbol }).dispose = Symbol.for('Symbol.dispose') as typeof Symbol.dispose);
+
+const registry = new FinalizationRegistry<TensorHandle>((h) => h.dispose());
+
+// ------------------------------------------------------------------ scopes
+
+interface Scope {
+  tracked: Set<Tensor>;
+}
+const scopes: Scope[] = [];
+
+function track(t: Tensor): void {
+  const s = scopes[scopes.length - 1];
+  if (s) s.tracked.add(t);
+}
+
+/** Removes t from every open scope, so tidy() will not dispose it. Returns t. */
+export function keep<T extends Tensor>(t: T): T {
+  for (const s of scopes) s.tracked.delete(t);
+  return t;
+}
+
+function collect(v: unknown, out: Set<Tensor>, depth = 0): void {
+  if (depth > 8 || v === null || v === undefined) return;
+  if (v instanceof Tensor) {
+    out.add(v);
+  } else if (Array.isArray(v)) {
+    for (const x of v) collect(x, out, depth + 1);
+  } else if (v instanceof Map) {
+    for (const x of v.values()) collect(x, out, depth + 1);
+  } else if (typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype) {
+    for (const x of Object.values(v as object)) collect(x, out, depth + 1);
+  }
+}
+
+/**
+ * Runs fn and disposes every tensor created inside it, except the tensors it returns (directly
+ * or inside arrays / plain objects / Maps) and those marked with keep(). Returned tensors move
+ * to the enclosing scope. fn must be synchronous.
+ */
+export function tidy<T>(fn: () => T): T {
+  if (typeof fn !== 'function') fail('ERR_ARG', 'tidy', 'fn', 'a function', describe(fn));
+  const scope: Scope = { tracked: new Set() };
+  scopes.push(scope);
+  let result: T;
+  try {
+    result = fn();
+  } catch (e) {
+    scopes.splice(scopes.indexOf(scope), 1);
+    for (const t of scope.tracked) t.dispose();
+    throw e;
+  }
+  scopes.splice(scopes.indexOf(scope), 1);
+  if (result instanceof Promise) {
+    for (const t of scope.tracked) t.dispose();
+    fail('ERR_ARG', 'tidy', 'fn', 'a synchronous function', 'a function returning a Promise');
+  }
+  const survivors = new Set<Tensor>();
+  collect(result, survivors);
+  for (const t of scope.tracked) {
+    if (survivors.has(t)) track(t);
+    else t.dispose();
+  }
+  return result;
+}
+
+// ------------------------------------------------------------------ Tensor
+
+export class Tensor {
+  /** The native handle; null once disposed. */
+  private h: TensorHandle | null;
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+  readonly device: Device;
+  /** Whether gradients flow to this tensor. Set it on leaves (parameters, inputs). */
+  requiresGrad = false;
+  /** Accumulated gradient of a leaf after backward(); null until then. */
+  grad: Tensor | null = null;
+  /** The op that produced this tensor, when it was recorded on the tape. */
+  gradFn: GradNode | null = null;
+
+  /** @internal Wrap a native handle. Use the creation functions (tensor, zeros, ...) instead. */
+  constructor(handle: TensorHandle) {
+    if (!handle || typeof handle !== 'object' || !('nbytes' in handle))
+      fail('ERR_ARG', 'Tensor', 'handle', 'a native tensor handle (use tensor(), zeros(), ...)', describe(handle));
+    this.h = handle;
+    this.shape = Object.freeze(handle.shape);
+    this.dtype = handle.dtype;
+    this.device = handle.device;
+    registry.register(this, handle, this);
+    track(this);
+  }
+
+  /** The live native handle (throws ERR_DISPOSED after dispose()). */
+  get handle(): TensorHandle {
+    if (!this.h) throw new ResnextError(`tensor expected a live tensor, received a disposed tensor of shape [${this.shape.join(', ')}]`, 'ERR_DISPOSED');
+    return this.h;
+  }
+
+  get isDisposed(): boolean {
+    return this.h === null;
+  }
+
+  get ndim(): number {
+    return this.shape.length;
+  }
+
+  get size(): number {
+    return this.shape.reduce((a, b) => a * b, 1);
+  }
+
+  /** Copies the data to the host: a typed array in NCHW row-major order. */
+  async data(): Promise<TypedArray> {
+    return native.readData(this.handle);
+  }
+
+  /** Synchronous data() (blocks until the device is done). */
+  dataSync(): TypedArray {
+    return native.readData(this.handle);
+  }
+
+  /** The value of a one-element tensor. */
+  item(): number {
+    if (this.size !== 1) fail('ERR_SHAPE', 'item', 'tensor', 'exactly one element', `shape [${this.shape.join(', ')}]`);
+    return this.dataSync()[0];
+  }
+
+  /** Nested JS arrays (for printing and tests). */
+  async array(): Promise<unknown> {
+    const d = Array.from(await this.data());
+    const build = (dim: number, off: number): unknown => {
+      if (dim === this.shape.length) return d[off];
+      const stride = this.shape.slice(dim + 1).reduce((a, b) => a * b, 1);
+      return Array.from({ length: this.shape[dim] }, (_, i) => build(dim + 1, off + i * stride));
+    };
+    return build(0, 0);
+  }
+
+  /** Frees this handle now (storage shared with views stays until they go too). Safe to call twice. */
+  dispose(): void {
+    if (!this.h) return;
+    registry.unregister(this);
+    this.h.dispose();
+    this.h = null;
+    // gradFn stays: a disposed intermediate can still pass gradients (nodes keep their own aliases).
+  }
+
+  [disposeSymbol](): void {
+    this.dispose();
+  }
+
+  toString(): string {
+    return `Tensor(shape=[${this.shape.join(', ')}], dtype=${this.dtype}, device=${this.device}${this.requiresGrad ? ', requiresGrad' : ''}${this.h ? '' : ', disposed'})`;
+  }
+}
+
+/** Live tensors and bytes of the native core (CPU). */
+export function memory(): { tensors: number; bytes: number; storages: number; peakBytes: number } {
+  return native.memory();
+}
+
+/** Threads used by the CPU backend (RESNEXT_NUM_THREADS, else all cores). */
+export function numThreads(): number {
+  return native.numThreads();
+}
+export function setNumThreads(n: number): void {
+  native.setNumThreads(n);
+}
