@@ -33,7 +33,7 @@ Backend &backend_for(Device d) {
   Backend *b = g_backends[(int)d.type];
   if (!b)
     throw Error(ErrorCode::Device, "device " + d.str() +
-                                       " expected a loaded CUDA backend, received none: call cudaAvailable() to see why CUDA cannot be used");
+                                       " expected the CUDA backend library to be loaded, received a CPU-only build: build it with `npm run build:cuda` on a machine with the CUDA toolkit and cuDNN 9");
   return *b;
 }
 

@@ -1,0 +1,66 @@
+/** The build: one source list for cmake-js and node-gyp, no CUDA link in the CPU addon, both entry points. */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+const root = path.join(__dirname, '..');
+const gyp = JSON.parse(fs.readFileSync(path.join(root, 'binding.gyp'), 'utf8'));
+const gypSources: string[] = gyp.targets[0].sources;
+
+function walk(dir: string): string[] {
+  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const p = path.join(dir, e.name);
+    return e.isDirectory() ? walk(p) : [p];
+  });
+}
+
+describe('build', () => {
+  test('binding.gyp lists every C++ source of the CPU addon (core + binding), and nothing else', () => {
+    const onDisk = ['native/core', 'native/binding']
+      .flatMap((d) => walk(path.join(root, d)))
+      .filter((f) => f.endsWith('.cc'))
+      .map((f) => path.relative(root, f).split(path.sep).join('/'))
+      .sort();
+    expect([...gypSources].sort()).toEqual(onDisk);
+  });
+
+  test('cmake-js compiled exactly the binding.gyp list', () => {
+    const used = fs.readFileSync(path.join(root, 'build', 'sources.txt'), 'utf8').trim().split('\n')
+      .map((f) => path.relative(root, f).split(path.sep).join('/'));
+    expect(used.sort()).toEqual([...gypSources].sort());
+  });
+
+  test('the core never includes napi.h; only native/binding does', () => {
+    for (const f of walk(path.join(root, 'native/core'))) expect(fs.readFileSync(f, 'utf8')).not.toMatch(/#include\s*[<"]napi\.h/);
+  });
+
+  test('the CPU addon has no link-time dependency on any CUDA library', () => {
+    const addon = path.join(root, 'build', 'Release', 'resnext.node');
+    let dyn: string;
+    try {
+      dyn = execFileSync('readelf', ['-d', addon], { encoding: 'utf8' });
+    } catch {
+      dyn = execFileSync('objdump', ['-p', addon], { encoding: 'utf8' });
+    }
+    expect(dyn).toMatch(/NEEDED/);
+    expect(dyn).not.toMatch(/libcuda|libcudart|libcudnn|libcublas/);
+  });
+
+  test('N-API version is pinned in package.json and used by both builds', () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+    const v = pkg.binary.napi_versions[0];
+    expect(pkg.scripts['build:native']).toContain(`NAPI_VERSION=${v}`);
+    expect(gyp.targets[0].defines).toContain(`NAPI_VERSION=${v}`);
+  });
+
+  test('require and import entry points expose the same API', () => {
+    const script =
+      "const c = require('./dist/index.js'); import('./dist/index.mjs').then((m) => {" +
+      "const names = ['tensor','zeros','ones','randn','Tensor','noGrad','tidy','memory','gradcheck','conv2d','batchNorm2d'," +
+      "'batchNormReLU','batchNormAddReLU','relu','add','mul','sum','mean','maxPool2d','linear','crossEntropy'];" +
+      "const miss = names.filter((n) => typeof c[n] !== 'function' || m[n] !== c[n]);" +
+      "const t = m.tensor([1, 2], [2]); console.log(JSON.stringify({ miss, v: Array.from(m.relu(t).dataSync()) }));});";
+    const out = execFileSync(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8' });
+    expect(JSON.parse(out)).toEqual({ miss: [], v: [1, 2] });
+  });
+});

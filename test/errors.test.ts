@@ -1,0 +1,89 @@
+/** Bad input gives a ResnextError with a stable code and a message naming op, argument, expected and received. */
+import * as rx from '../lib';
+
+function expectError(fn: () => unknown, code: string, ...parts: RegExp[]): void {
+  let err: unknown;
+  try {
+    fn();
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(rx.ResnextError);
+  const e = err as rx.ResnextError;
+  expect(e.code).toBe(code);
+  for (const p of parts) expect(e.message).toMatch(p);
+}
+
+describe('errors', () => {
+  const x = rx.randn([2, 4, 5, 5]);
+
+  test('conv with mismatched channels', () => {
+    expectError(() => rx.conv2d(x, rx.randn([8, 3, 3, 3])), 'ERR_SHAPE', /conv2d/, /weight/, /expected \[K, 4, R, S\]/, /received \[8, 3, 3, 3\]/);
+  });
+
+  test('groups that do not divide the channels', () => {
+    expectError(() => rx.conv2d(x, rx.randn([6, 2, 3, 3]), { groups: 3 }), 'ERR_ARG', /conv2d/, /groups/, /divisor of the input channels \(4\)/, /received 3/);
+    expectError(() => rx.conv2d(x, rx.randn([6, 1, 3, 3]), { groups: 4 }), 'ERR_ARG', /divisor of the output channels \(6\)/);
+    expectError(() => rx.conv2d(x, rx.randn([4, 4, 3, 3]), { groups: 0 }), 'ERR_ARG', /groups/, /integer >= 1/, /received 0/);
+  });
+
+  test('kernel larger than the padded input', () => {
+    expectError(() => rx.conv2d(rx.randn([1, 1, 2, 2]), rx.randn([1, 1, 5, 5])), 'ERR_SHAPE', /input height/);
+  });
+
+  test('a disposed tensor', () => {
+    const t = rx.randn([2, 2]);
+    t.dispose();
+    expectError(() => rx.relu(t), 'ERR_DISPOSED', /relu/, /x/, /disposed/);
+    expectError(() => t.dataSync(), 'ERR_DISPOSED');
+    expect(() => t.dispose()).not.toThrow();
+  });
+
+  test('wrong dtypes', () => {
+    const d = rx.randn([2, 4, 5, 5], { dtype: 'float64' });
+    expectError(() => rx.conv2d(d, rx.randn([4, 4, 3, 3])), 'ERR_DTYPE', /conv2d/, /weight/, /float64/, /float32/);
+    expectError(() => rx.add(rx.ones([2]), rx.ones([2], { dtype: 'float64' })), 'ERR_DTYPE', /add/);
+    expectError(() => rx.relu(rx.zeros([2], { dtype: 'int32' })), 'ERR_DTYPE', /relu/, /int32/);
+    expectError(() => rx.zeros([2], { dtype: 'float16' as never }), 'ERR_DTYPE', /"float16"/);
+    expectError(() => rx.crossEntropy(rx.randn([2, 3]), rx.randn([2])), 'ERR_DTYPE', /targets/, /int32/);
+    expectError(() => rx.zeros([2], { dtype: 'int32', requiresGrad: true }), 'ERR_DTYPE', /requiresGrad/);
+  });
+
+  test('negative or non-integer sizes', () => {
+    expectError(() => rx.zeros([2, -1]), 'ERR_SHAPE', /zeros|full/, /non-negative integers/, /-1/);
+    expectError(() => rx.zeros([1.5]), 'ERR_SHAPE', /non-negative integers/, /1.5/);
+    expectError(() => rx.tensor([1, 2, 3], [2, 2]), 'ERR_SHAPE', /4 values/, /3 values/);
+    expectError(() => rx.reshape(rx.zeros([6]), [4, -1]), 'ERR_SHAPE', /reshape/, /6 elements/);
+    expectError(() => rx.conv2d(x, rx.randn([4, 4, 3, 3]), { stride: 1.5 }), 'ERR_ARG', /stride/, /1.5/);
+    expectError(() => rx.maxPool2d(x, 0), 'ERR_ARG', /maxPool2d/, /kernelSize/);
+  });
+
+  test('broadcasting and shape mismatches', () => {
+    expectError(() => rx.add(rx.zeros([2, 3]), rx.zeros([4])), 'ERR_SHAPE', /add/, /\[2, 3\] and \[4\]/);
+    expectError(() => rx.linear(rx.zeros([2, 3]), rx.zeros([4, 5])), 'ERR_SHAPE', /linear/, /weight/);
+    expectError(() => rx.batchNorm2d(x, { weight: rx.ones([3]), bias: rx.zeros([4]), runningMean: rx.zeros([4]), runningVar: rx.ones([4]) }), 'ERR_SHAPE', /batchNorm2d/, /weight/, /\[4\]/, /\[3\]/);
+    expectError(() => rx.randn([2, 3]).backward(), 'ERR_ARG', /backward/);
+  });
+
+  test('targets out of range and bad options', () => {
+    expectError(() => rx.crossEntropy(rx.randn([2, 3]), [0, 3]), 'ERR_ARG', /crossEntropy/, /targets\[1\]/, /\[0, 2\]/, /received 3/);
+    expectError(() => rx.crossEntropy(rx.randn([2, 3]), [0, 1], { labelSmoothing: 2 }), 'ERR_ARG', /labelSmoothing/);
+    expectError(() => rx.topk(rx.randn([2, 3]), 4), 'ERR_ARG', /topk/, /k/);
+    expectError(() => rx.sgdStep(rx.zeros([2]), rx.zeros([2]), { lr: 0.1, momentum: 0.9 }), 'ERR_ARG', /momentumBuffer/);
+    expectError(() => rx.conv2d('nope' as never, x), 'ERR_ARG', /conv2d/, /input/, /a Tensor/, /"nope"/);
+    expectError(() => rx.zeros([2], { device: 'tpu' as never }), 'ERR_DEVICE', /device/, /"tpu"/);
+    expectError(() => rx.tidy(() => Promise.resolve(1)), 'ERR_ARG', /synchronous/);
+  });
+
+  test('asking for cuda without the CUDA backend gives ERR_DEVICE naming what is missing, CPU unaffected', () => {
+    expectError(() => rx.zeros([2], { device: 'cuda' }), 'ERR_DEVICE', /cuda/i);
+    expect(Array.from(rx.ones([2]).dataSync())).toEqual([1, 1]);
+  });
+
+  test('the process survives a burst of bad calls', () => {
+    for (let i = 0; i < 200; i++) {
+      expect(() => rx.conv2d(x, rx.zeros([1, 1, 1, 1]))).toThrow(rx.ResnextError);
+      expect(() => (rx.native.conv2dForward as (...a: unknown[]) => unknown)(null, undefined, 3, 'x', [], {})).toThrow(rx.ResnextError);
+    }
+  });
+});
