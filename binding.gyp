@@ -5,13 +5,15 @@
       "sources": [
         "native/binding/addon.cc",
         "native/core/backend.cc",
-        "native/core/ops.cc",
-        "native/core/tensor.cc",
         "native/core/cpu/conv2d.cc",
         "native/core/cpu/gemm.cc",
+        "native/core/cpu/gemm_avx2.cc",
+        "native/core/cpu/gemm_avx512.cc",
         "native/core/cpu/nn_ops.cc",
         "native/core/cpu/parallel.cc",
-        "native/core/cpu/tensor_ops.cc"
+        "native/core/cpu/tensor_ops.cc",
+        "native/core/ops.cc",
+        "native/core/tensor.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -29,7 +29,7 @@ export function isGradEnabled(): boolean {
 
 /** Whether an op on these inputs must be recorded. */
 export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
-  return gradEnabled && inputs.some((t) => t !== null && t !== undefined && t.requiresGrad);
+  return gradEnabled && inputs.some((t) => t?.requiresGrad);
 }
 
 /** A second handle on t's storage, owned by whoever saved it (survives t.dispose()). */
@@ -106,7 +106,7 @@ function topoOrder(root: Tensor): Tensor[] {
     if (seen.has(t)) continue;
     seen.add(t);
     stack.push([t, true]);
-    for (const inp of t.gradFn?.inputs ?? []) if (inp && inp.requiresGrad && !seen.has(inp)) stack.push([inp, false]);
+    for (const inp of t.gradFn?.inputs ?? []) if (inp?.requiresGrad && !seen.has(inp)) stack.push([inp, false]);
   }
   return order; // inputs before outputs
 }
@@ -184,7 +184,7 @@ export function backward(root: Tensor, grad?: Tensor, opts: BackwardOptions = {}
       });
       node.inputs.forEach((inp, k) => {
         const gi = gs[k];
-        if (gi && inp && inp.requiresGrad) accumulate(inp, keep(gi));
+        if (gi && inp?.requiresGrad) accumulate(inp, keep(gi));
       });
       // Free what no holder took: the incoming gradient and gradients for inputs without grad.
       for (const gi of new Set([g, ...gs])) if (gi && !placed.has(gi)) gi.dispose();

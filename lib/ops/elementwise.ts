@@ -5,9 +5,9 @@ import { defineGradient, needsGrad, record } from '../autograd/engine';
 import { Tensor } from '../tensor/tensor';
 import { H, sumTo, T } from './util';
 
-const enum Bin { Add = 0, Sub = 1, Mul = 2, Div = 3, Max = 4, Gt = 5 }
-const enum Sc { Add = 0, Mul = 1, Pow = 2, RSub = 3, RDiv = 4 }
-const enum Un { Neg = 0, Exp = 1, Log = 2, Sqrt = 3, Abs = 4, Sign = 5 }
+enum Bin { Add = 0, Sub = 1, Mul = 2, Div = 3, Max = 4, Gt = 5 }
+enum Sc { Add = 0, Mul = 1, Pow = 2, RSub = 3, RDiv = 4 }
+enum Un { Neg = 0, Exp = 1, Log = 2, Sqrt = 3, Abs = 4, Sign = 5 }
 
 defineGradient('add', ['a', 'b']);
 defineGradient('sub', ['a', 'b']);

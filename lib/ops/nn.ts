@@ -62,7 +62,7 @@ export interface BatchNormOptions {
   eps?: number;
 }
 
-const enum Act { None = 0, ReLU = 1, AddReLU = 2 }
+enum Act { None = 0, ReLU = 1, AddReLU = 2 }
 
 function bn(op: string, act: Act, x: Tensor, residual: Tensor | null, options: BatchNormOptions): Tensor {
   if (typeof options !== 'object' || options === null)

@@ -3,7 +3,7 @@ import { describe, fail } from '../native/errors';
 import { native } from '../native/addon';
 import { defineGradient, needsGrad, record } from '../autograd/engine';
 import { checkDType, checkShape } from '../tensor/create';
-import { Tensor, type DType } from '../tensor/tensor';
+import type { Tensor, DType } from '../tensor/tensor';
 import { mul } from './elementwise';
 import { bool, H, sumTo, T } from './util';
 
@@ -36,7 +36,9 @@ export function permute(x: Tensor, dims: number[]): Tensor {
   const out = T(native.permute(H('permute', 'x', x), dims));
   if (!needsGrad(x)) return out;
   const inv = new Array<number>(dims.length);
-  dims.forEach((d, i) => (inv[d] = i));
+  dims.forEach((d, i) => {
+    inv[d] = i;
+  });
   return record(out, 'permute', [x], [], (g) => [T(native.permute(g.handle, inv))]);
 }
 
