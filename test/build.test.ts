@@ -64,3 +64,24 @@ describe('build', () => {
     expect(JSON.parse(out)).toEqual({ miss: [], v: [1, 2] });
   });
 });
+
+describe('per-environment state', () => {
+  test('the addon loads and runs in worker threads alongside the main thread', async () => {
+    const { Worker } = await import('node:worker_threads');
+    const code =
+      "const { parentPort } = require('node:worker_threads'); const rx = require(process.argv[2]);" +
+      "const x = rx.randn([2, 4, 6, 6], { seed: 3 }); const w = rx.randn([4, 1, 3, 3], { seed: 4 });" +
+      "const y = rx.conv2d(x, w, { padding: 1, groups: 4 });" +
+      "let code = null; try { rx.relu('x'); } catch (e) { code = e.code + ':' + (e instanceof rx.ResnextError); }" +
+      "parentPort.postMessage({ sum: Array.from(y.dataSync()).reduce((a, b) => a + b, 0), code });";
+    const run = () =>
+      new Promise<{ sum: number; code: string }>((resolve, reject) => {
+        const wk = new Worker(code, { eval: true, argv: [path.join(root, 'dist', 'index.js')] });
+        wk.once('message', resolve);
+        wk.once('error', reject);
+      });
+    const [a, b] = await Promise.all([run(), run()]);
+    expect(a.sum).toBeCloseTo(b.sum, 4);
+    expect(a.code).toBe('ERR_ARG:true');
+  });
+});
