@@ -67,7 +67,10 @@ export interface NativeAddon {
     param: H, grad: H, buf: H | null, lr: number, momentum: number, dampening: number,
     weightDecay: number, nesterov: boolean, firstStep: boolean,
   ): void;
-  memory(): { tensors: number; storages: number; bytes: number; peakBytes: number };
+  memory(device?: string): { tensors: number; storages: number; bytes: number; peakBytes: number; reservedBytes: number };
+  loadCuda(library: string): { ok: boolean; library: string; reason: string };
+  deviceInfo(device: string): string;
+  synchronize(device: string): void;
   numThreads(): number;
   setNumThreads(n: number): void;
   cpuFeatures(): { avx2: boolean; fma: boolean; avx512f: boolean };

@@ -2,7 +2,7 @@
 import { describe, fail } from '../native/errors';
 import { native } from '../native/addon';
 import { defineGradient, needsGrad, record } from '../autograd/engine';
-import { checkDType, checkShape } from '../tensor/create';
+import { checkDType, checkShape, deviceOf } from '../tensor/create';
 import type { Tensor, DType } from '../tensor/tensor';
 import { mul } from './elementwise';
 import { bool, H, sumTo, T } from './util';
@@ -58,7 +58,7 @@ export function cast(x: Tensor, dtype: DType): Tensor {
 
 /** A copy on another device. */
 export function to(x: Tensor, device: 'cpu' | 'cuda'): Tensor {
-  const out = T(native.copy(H('to', 'x', x), device));
+  const out = T(native.copy(H('to', 'x', x), deviceOf('to', device)));
   if (!needsGrad(x)) return out;
   return record(out, 'to', [x], [], (g) => [T(native.copy(g.handle, x.device))]);
 }

@@ -6,6 +6,7 @@
  */
 import { describe, fail } from '../native/errors';
 import { native } from '../native/addon';
+import { ensureDevice } from '../native/cuda';
 import { Tensor, type Device, type DType, type TypedArray } from './tensor';
 
 export interface TensorOptions {
@@ -30,9 +31,12 @@ export function checkShape(op: string, shape: unknown, arg = 'shape'): number[] 
   return shape as number[];
 }
 
-function deviceOf(op: string, d: unknown): string {
-  if (d === undefined) return 'cpu';
-  if (d === 'cpu' || d === 'cuda' || d === 'cuda:0') return d;
+export function deviceOf(op: string, d: unknown): string {
+  if (d === undefined || d === 'cpu') return 'cpu';
+  if (d === 'cuda' || d === 'cuda:0') {
+    ensureDevice(op, 'cuda');
+    return 'cuda';
+  }
   fail('ERR_DEVICE', op, 'device', '"cpu" or "cuda"', describe(d));
 }
 

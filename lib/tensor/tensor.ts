@@ -181,9 +181,20 @@ export class Tensor {
   }
 }
 
-/** Live tensors and bytes of the native core (CPU). */
-export function memory(): { tensors: number; bytes: number; storages: number; peakBytes: number } {
-  return native.memory();
+export interface MemoryInfo {
+  /** Live tensor handles (including views and tensors saved for backward). */
+  tensors: number;
+  /** Bytes held by live tensors. */
+  bytes: number;
+  storages: number;
+  peakBytes: number;
+  /** Bytes reserved by the device's caching allocator (CUDA; equals bytes on the CPU). */
+  reservedBytes: number;
+}
+
+/** Live tensors and bytes in the native core, for one device (default 'cpu'). */
+export function memory(device: Device = 'cpu'): MemoryInfo {
+  return native.memory(device);
 }
 
 /** Threads used by the CPU backend (RESNEXT_NUM_THREADS, else all cores). */

@@ -453,13 +453,40 @@ RX_FN(SgdStep) {
 }
 
 RX_FN(Memory) {
-  auto s = rx::memory_stats(Device{});
-  Napi::Object o = Napi::Object::New(info.Env());
-  o.Set("tensors", (double)s.tensors);
-  o.Set("storages", (double)s.storages);
-  o.Set("bytes", (double)s.bytes);
-  o.Set("peakBytes", (double)s.peak_bytes);
-  return o;
+  RX_BODY("memory") {
+    Device d = info.Length() > 0 && !info[0].IsUndefined() ? A.device(0) : Device{};
+    auto s = rx::memory_stats(d);
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("tensors", (double)s.tensors);
+    o.Set("storages", (double)s.storages);
+    o.Set("bytes", (double)s.bytes);
+    o.Set("peakBytes", (double)s.peak_bytes);
+    o.Set("reservedBytes", (double)s.reserved_bytes);
+    return o;
+  });
+}
+
+RX_FN(LoadCuda) {
+  RX_BODY("loadCuda") {
+    if (!info[0].IsString()) arg_error(A.env(), A.op, "library", "a path", describe(info[0]));
+    const rx::CudaLoadResult &r = rx::load_cuda_backend(info[0].As<Napi::String>().Utf8Value());
+    Napi::Object o = Napi::Object::New(A.env());
+    o.Set("ok", r.ok);
+    o.Set("library", r.library);
+    o.Set("reason", r.reason);
+    return o;
+  });
+}
+
+RX_FN(DeviceInfo) {
+  RX_BODY("deviceInfo") { return Napi::String::New(A.env(), rx::backend_for(A.device(0)).device_info_json()); });
+}
+
+RX_FN(Synchronize) {
+  RX_BODY("synchronize") {
+    rx::backend_for(A.device(0)).synchronize();
+    return A.env().Undefined();
+  });
 }
 
 RX_FN(NumThreads) { return Napi::Number::New(info.Env(), rx::cpu::num_threads()); }
@@ -504,7 +531,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"matmul", Matmul}, {"linearForward", LinearForward}, {"crossEntropyForward", CrossEntropyForward},
       {"crossEntropyBackward", CrossEntropyBackward}, {"topk", TopK}, {"sgdStep", SgdStep},
       {"memory", Memory}, {"numThreads", NumThreads}, {"setNumThreads", SetNumThreads},
-      {"cpuFeatures", CpuFeatures},
+      {"cpuFeatures", CpuFeatures}, {"loadCuda", LoadCuda}, {"deviceInfo", DeviceInfo},
+      {"synchronize", Synchronize},
   };
   for (const Entry &e : table) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));
   return exports;

@@ -1,5 +1,7 @@
 #include "backend.h"
 
+#include <dlfcn.h>
+
 #include <mutex>
 
 #include "cpu/cpu_backend.h"
@@ -33,8 +35,37 @@ Backend &backend_for(Device d) {
   Backend *b = g_backends[(int)d.type];
   if (!b)
     throw Error(ErrorCode::Device, "device " + d.str() +
-                                       " expected the CUDA backend library to be loaded, received a CPU-only build: build it with `npm run build:cuda` on a machine with the CUDA toolkit and cuDNN 9");
+                                       " expected a loaded CUDA backend, received none: call cudaAvailable() first (the JS "
+                                       "layer does this for device 'cuda') and see cudaStatus() for why it cannot load");
   return *b;
+}
+
+const CudaLoadResult &load_cuda_backend(const std::string &library_path) {
+  static CudaLoadResult result;
+  static std::once_flag once;
+  std::call_once(once, [&] {
+    result.library = library_path;
+    void *h = dlopen(library_path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+      const char *e = dlerror();
+      result.reason = std::string("could not load ") + library_path + ": " + (e ? e : "unknown error");
+      return;
+    }
+    auto entry = reinterpret_cast<BackendEntryFn>(dlsym(h, kCudaEntryName));
+    if (!entry) {
+      result.reason = library_path + " does not export " + kCudaEntryName + " (not a resnext CUDA backend)";
+      return;
+    }
+    char err[1024] = {0};
+    Backend *b = nullptr;
+    if (entry(kBackendAbiVersion, &b, err, sizeof err) != 0 || !b) {
+      result.reason = err[0] ? err : "the CUDA backend failed to initialise";
+      return;
+    }
+    register_backend(DeviceType::CUDA, b);
+    result.ok = true;
+  });
+  return result;
 }
 
 }  // namespace rx

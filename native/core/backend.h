@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "tensor.h"
@@ -40,10 +41,24 @@ enum class BinaryOp { Add = 0, Sub = 1, Mul = 2, Div = 3, Max = 4, Gt = 5 };
 enum class ScalarOp { Add = 0, Mul = 1, Pow = 2, RSub = 3 /* s - x */, RDiv = 4 /* s / x */ };
 enum class UnaryOp { Neg = 0, Exp = 1, Log = 2, Sqrt = 3, Abs = 4, Sign = 5 };
 
+// Bumped whenever this interface or the layout of Tensor/Storage changes: the CUDA backend is
+// a separate shared library built against these headers, and the loader refuses a library
+// whose version differs.
+constexpr int kBackendAbiVersion = 1;
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char *name() const = 0;
+
+  // Memory. allocate throws rx::Error(ERR_OOM) when the device is full; the process goes on.
+  virtual void *allocate(size_t bytes) = 0;
+  virtual void deallocate(void *p, size_t bytes) = 0;
+  virtual int64_t reserved_bytes() { return 0; }  // held by a caching allocator
+  // Waits until every queued kernel has finished (a no-op for synchronous backends).
+  virtual void synchronize() {}
+  // A JSON object describing the device (name, memory, driver and library versions).
+  virtual std::string device_info_json() { return "{}"; }
 
   // Data movement. copy: same shape/dtype, either tensor may live on this backend's device.
   virtual void fill(Tensor &t, double value) = 0;
@@ -97,11 +112,26 @@ class Backend {
   virtual void sgd_step(Tensor &param, const Tensor &grad, Tensor *momentum_buf, const SgdArgs &a) = 0;
 };
 
-// Backend registry. The CPU backend is always present; the CUDA backend registers itself
-// when its shared library is loaded.
+// Backend registry. The CPU backend is always present; the CUDA backend is registered by
+// load_cuda_backend when its shared library loads.
 Backend &backend_for(Device d);
 void register_backend(DeviceType t, Backend *b);
 bool backend_available(DeviceType t);
 Backend &cpu_backend();
+
+// The entry point a backend library exports (extern "C"): on success returns 0 and sets *out;
+// otherwise returns non-zero and writes why into err (what is missing and how to fix it).
+// A library may only use the inline parts of tensor.h / error.h (it cannot link against the
+// addon), which is why Tensor's accessors are all inline.
+using BackendEntryFn = int (*)(int abi_version, Backend **out, char *err, size_t err_len);
+constexpr const char *kCudaEntryName = "resnext_cuda_backend_create";
+
+struct CudaLoadResult {
+  bool ok = false;
+  std::string library;  // the path that was tried (or loaded)
+  std::string reason;   // why it could not be used
+};
+// dlopen()s the CUDA backend library once (later calls return the first result) and registers it.
+const CudaLoadResult &load_cuda_backend(const std::string &library_path);
 
 }  // namespace rx

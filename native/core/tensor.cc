@@ -1,5 +1,7 @@
 #include "tensor.h"
 
+#include "backend.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -7,62 +9,65 @@
 namespace rx {
 
 namespace {
-// Counters per device type; CUDA storage is accounted by its backend's allocator.
-std::atomic<int64_t> g_tensors{0}, g_storages{0}, g_bytes{0}, g_peak{0};
+// Counters per device type. Bytes are what tensors hold; a caching allocator reports what it
+// reserves through its backend.
+struct Counters {
+  std::atomic<int64_t> tensors{0}, storages{0}, bytes{0}, peak{0};
+};
+Counters g_count[2];
 
-void add_bytes(int64_t b) {
-  int64_t now = g_bytes.fetch_add(b) + b;
-  int64_t peak = g_peak.load();
-  while (now > peak && !g_peak.compare_exchange_weak(peak, now)) {
+Counters &counters(Device d) { return g_count[(int)d.type]; }
+
+void add_bytes(Counters &c, int64_t b) {
+  int64_t now = c.bytes.fetch_add(b) + b;
+  int64_t peak = c.peak.load();
+  while (now > peak && !c.peak.compare_exchange_weak(peak, now)) {
   }
 }
 }  // namespace
 
-MemoryStats memory_stats(Device) { return {g_tensors.load(), g_storages.load(), g_bytes.load(), g_peak.load()}; }
-
-int64_t shape_numel(const Shape &s) {
-  int64_t n = 1;
-  for (auto d : s) n *= d;
-  return n;
+MemoryStats memory_stats(Device d) {
+  Counters &c = counters(d);
+  MemoryStats s;
+  s.tensors = c.tensors.load();
+  s.storages = c.storages.load();
+  s.bytes = c.bytes.load();
+  s.peak_bytes = c.peak.load();
+  s.reserved_bytes = s.bytes;
+  if (d.type != DeviceType::CPU && backend_available(d.type)) s.reserved_bytes = backend_for(d).reserved_bytes();
+  return s;
 }
 
 Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
-  if (device.type != DeviceType::CPU)
-    fail(ErrorCode::Device, "alloc", "device", "cpu storage from the core allocator", device.str());
-  // 64-byte alignment for AVX-512 loads; at least one line so a zero-size tensor has a pointer.
-  size_t rounded = ((bytes + 63) / 64) * 64;
-  if (rounded == 0) rounded = 64;
-  data_ = std::aligned_alloc(64, rounded);
-  if (!data_)
-    throw Error(ErrorCode::OOM, "alloc: out of host memory allocating " + std::to_string(bytes) + " bytes");
-  g_storages++;
-  add_bytes((int64_t)bytes);
+  data_ = backend_for(device).allocate(bytes);  // throws ERR_OOM / ERR_DEVICE
+  counters(device).storages++;
+  add_bytes(counters(device), (int64_t)bytes);
 }
 
 Storage::~Storage() {
-  std::free(data_);
-  g_storages--;
-  g_bytes -= (int64_t)bytes_;
+  backend_for(device_).deallocate(data_, bytes_);
+  counters(device_).storages--;
+  counters(device_).bytes -= (int64_t)bytes_;
 }
 
 Tensor::Tensor(Shape shape, DType dtype, Device device)
     : shape_(std::move(shape)), dtype_(dtype), numel_(shape_numel(shape_)) {
   storage_ = std::make_shared<Storage>(numel_ * dtype_size(dtype_), device);
-  g_tensors++;
+  counters(device).tensors++;
 }
 
 Tensor::Tensor(Shape shape, DType dtype, std::shared_ptr<Storage> storage)
     : shape_(std::move(shape)), dtype_(dtype), numel_(shape_numel(shape_)), storage_(std::move(storage)) {
   if ((size_t)numel_ * dtype_size(dtype_) > storage_->bytes())
     throw Error(ErrorCode::Internal, "tensor view larger than its storage");
-  g_tensors++;
+  counters(storage_->device()).tensors++;
 }
 
 Tensor::Tensor(const Tensor &o) : shape_(o.shape_), dtype_(o.dtype_), numel_(o.numel_), storage_(o.storage_) {
-  g_tensors++;
+  counters(storage_->device()).tensors++;
 }
 
-Tensor::~Tensor() { g_tensors--; }
+Tensor::~Tensor() { counters(storage_->device()).tensors--; }
 
 TensorPtr empty(const Shape &shape, DType dtype, Device device) {
   return std::make_shared<Tensor>(shape, dtype, device);

@@ -16,13 +16,16 @@ namespace rx {
 using Shape = std::vector<int64_t>;
 
 struct MemoryStats {
-  int64_t tensors;
-  int64_t storages;
-  int64_t bytes;
-  int64_t peak_bytes;
+  int64_t tensors = 0;   // live Tensor objects (handles and views)
+  int64_t storages = 0;  // live allocations
+  int64_t bytes = 0;     // bytes in live allocations
+  int64_t peak_bytes = 0;
+  int64_t reserved_bytes = 0;  // held by a caching allocator (CUDA), >= bytes
 };
+// Live tensors, storages and bytes on one device type (all devices of that type).
 MemoryStats memory_stats(Device d);
 
+// One allocation on one device, obtained from (and returned to) that device's backend.
 class Storage {
  public:
   Storage(size_t bytes, Device device);
@@ -72,7 +75,11 @@ class Tensor {
 
 using TensorPtr = std::shared_ptr<Tensor>;
 
-int64_t shape_numel(const Shape &s);
+inline int64_t shape_numel(const Shape &s) {
+  int64_t n = 1;
+  for (auto d : s) n *= d;
+  return n;
+}
 TensorPtr empty(const Shape &shape, DType dtype, Device device = {});
 
 }  // namespace rx

@@ -25,6 +25,8 @@ namespace rx::cpu {
 class CpuBackend final : public Backend {
  public:
   const char *name() const override { return "cpu"; }
+  void *allocate(size_t bytes) override;
+  void deallocate(void *p, size_t bytes) override;
   void fill(Tensor &t, double value) override;
   void copy(const Tensor &src, Tensor &dst) override;
   void cast(const Tensor &src, Tensor &dst) override;

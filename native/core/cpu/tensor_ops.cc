@@ -1,7 +1,9 @@
 // CPU data movement, random numbers, elementwise ops and reductions. Layout: dense row-major.
 // Broadcasting works on coalesced shapes: adjacent axes that are contiguous for every operand
 // are merged first, so the innermost loop is as long as possible.
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "cpu_backend.h"
@@ -99,6 +101,16 @@ void map1(const Tensor &x, Tensor &out, F f) {
 }
 
 }  // namespace
+
+void *CpuBackend::allocate(size_t bytes) {
+  // 64-byte alignment for AVX-512 loads; at least one line so an empty tensor has a pointer.
+  size_t rounded = std::max<size_t>(64, (bytes + 63) / 64 * 64);
+  void *p = std::aligned_alloc(64, rounded);
+  if (!p) throw Error(ErrorCode::OOM, "alloc: out of host memory allocating " + std::to_string(bytes) + " bytes");
+  return p;
+}
+
+void CpuBackend::deallocate(void *p, size_t) { std::free(p); }
 
 void CpuBackend::fill(Tensor &t, double value) {
   int64_t n = t.numel();
