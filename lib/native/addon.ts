@@ -6,7 +6,7 @@
 import * as path from 'node:path';
 import { ResnextError } from './errors';
 
-export type DTypeName = 'float32' | 'float64' | 'int32';
+export type DTypeName = 'float32' | 'float64' | 'int32' | 'bfloat16';
 export type DeviceName = 'cpu' | 'cuda';
 
 /** A native tensor handle: shape, dtype and device of a core tensor; freed by dispose(). */

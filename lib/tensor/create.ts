@@ -15,10 +15,10 @@ export interface TensorOptions {
   requiresGrad?: boolean;
 }
 
-const DTYPES: readonly DType[] = ['float32', 'float64', 'int32'];
+const DTYPES: readonly DType[] = ['float32', 'float64', 'int32', 'bfloat16'];
 
 export function checkDType(op: string, dtype: unknown): DType {
-  if (!DTYPES.includes(dtype as DType)) fail('ERR_DTYPE', op, 'dtype', '"float32", "float64" or "int32"', describe(dtype));
+  if (!DTYPES.includes(dtype as DType)) fail('ERR_DTYPE', op, 'dtype', '"float32", "float64", "int32" or "bfloat16"', describe(dtype));
   return dtype as DType;
 }
 
@@ -100,9 +100,17 @@ export function tensor(data: ArrayLike<number> | number | unknown[], shape?: num
   const n = s.reduce((a, b) => a * b, 1);
   if (values.length !== n)
     fail('ERR_SHAPE', op, 'data', `${n} values for shape [${s.join(', ')}]`, `${values.length} values`);
+  const device = deviceOf(op, o.device);
+  if (dtype === 'bfloat16') {
+    // No bfloat16 typed array in JS: upload float32 and round on the device.
+    const f = native.fromData(Float32Array.from(values as ArrayLike<number>), s, 'float32', device);
+    const h = native.cast(f, 'bfloat16');
+    f.dispose();
+    return finish(new Tensor(h), op, o);
+  }
   const Ctor = dtype === 'float32' ? Float32Array : dtype === 'float64' ? Float64Array : Int32Array;
   const typed: TypedArray = values instanceof Ctor ? (values as TypedArray) : Ctor.from(values as ArrayLike<number>);
-  return finish(new Tensor(native.fromData(typed, s, dtype, deviceOf(op, o.device))), op, o);
+  return finish(new Tensor(native.fromData(typed, s, dtype, device)), op, o);
 }
 
 export function full(shape: number[], value: number, opts?: TensorOptions): Tensor {

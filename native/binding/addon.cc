@@ -188,7 +188,8 @@ struct Args {
     if (s == "float32") return DType::F32;
     if (s == "float64") return DType::F64;
     if (s == "int32") return DType::I32;
-    throw_js(env(), "ERR_DTYPE", op + ": dtype expected \"float32\", \"float64\" or \"int32\", received " + describe(info[i]));
+    if (s == "bfloat16") return DType::BF16;
+    throw_js(env(), "ERR_DTYPE", op + ": dtype expected \"float32\", \"float64\", \"int32\" or \"bfloat16\", received " + describe(info[i]));
   }
   Device device(size_t i) const {
     std::string s = info[i].IsString() ? info[i].As<Napi::String>().Utf8Value() : "";
@@ -280,6 +281,8 @@ RX_FN(ReadData) {
     Napi::Env env = A.env();
     Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, t.nbytes());
     rx::ops::to_host(t, buf.Data(), t.nbytes());
+    if (t.dtype() == DType::BF16)
+      throw_js(env, "ERR_DTYPE", "data: tensor expected float32, float64 or int32 (cast bfloat16 tensors first), received bfloat16");
     if (t.dtype() == DType::F32) return Napi::Float32Array::New(env, n, buf, 0);
     if (t.dtype() == DType::F64) return Napi::Float64Array::New(env, n, buf, 0);
     return Napi::Int32Array::New(env, n, buf, 0);

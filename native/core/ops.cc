@@ -175,7 +175,15 @@ TensorPtr reshape(const Tensor &x, const Shape &shape) {
   if (shape_numel(s) != x.numel())
     fail(ErrorCode::Shape, "reshape", "shape", "a shape with " + str(x.numel()) + " elements (input " + shape_str(x.shape()) + ")",
          shape_str(shape));
-  return std::make_shared<Tensor>(s, x.dtype(), x.storage());
+  if (x.layout() != Layout::Contiguous && s != x.shape()) {
+    // A view of channels-last data would reinterpret it; make a contiguous copy first.
+    auto c = empty(x.shape(), x.dtype(), x.device());
+    be(x).copy(x, *c);  // a backend's copy into a fresh tensor writes Contiguous
+    return std::make_shared<Tensor>(s, c->dtype(), c->storage());
+  }
+  auto v = std::make_shared<Tensor>(s, x.dtype(), x.storage());
+  v->set_layout(x.layout());
+  return v;
 }
 
 TensorPtr permute(const Tensor &x, const std::vector<int> &perm) {

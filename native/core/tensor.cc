@@ -63,7 +63,8 @@ Tensor::Tensor(Shape shape, DType dtype, std::shared_ptr<Storage> storage)
   counters(storage_->device()).tensors++;
 }
 
-Tensor::Tensor(const Tensor &o) : shape_(o.shape_), dtype_(o.dtype_), numel_(o.numel_), storage_(o.storage_) {
+Tensor::Tensor(const Tensor &o)
+    : shape_(o.shape_), dtype_(o.dtype_), numel_(o.numel_), storage_(o.storage_), layout_(o.layout_) {
   counters(storage_->device()).tensors++;
 }
 

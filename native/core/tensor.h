@@ -58,6 +58,8 @@ class Tensor {
   Device device() const { return storage_->device(); }
   size_t nbytes() const { return numel_ * dtype_size(dtype_); }
   const std::shared_ptr<Storage> &storage() const { return storage_; }
+  Layout layout() const { return layout_; }
+  void set_layout(Layout l) { layout_ = l; }  // by the backend that writes the data
 
   template <typename T>
   T *data() { return static_cast<T *>(storage_->data()); }
@@ -71,6 +73,7 @@ class Tensor {
   DType dtype_;
   int64_t numel_;
   std::shared_ptr<Storage> storage_;
+  Layout layout_ = Layout::Contiguous;
 };
 
 using TensorPtr = std::shared_ptr<Tensor>;

@@ -67,7 +67,7 @@ GemmKernels<float> select_f32() {
   // RESNEXT_CPU_ISA caps the choice so tests can exercise the lower paths on a newer CPU.
   const char *cap = std::getenv("RESNEXT_CPU_ISA");
   std::string want = cap ? cap : "avx512";
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#if defined(__GNUC__) && defined(__x86_64__)
   __builtin_cpu_init();
   bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   bool has_avx512 = __builtin_cpu_supports("avx512f") && has_avx2;

@@ -8,6 +8,7 @@
 //
 // `#pragma GCC target("avx512f")` instead of build flags; only reached after
 // __builtin_cpu_supports("avx512f"). No std templates below the pragma (see gemm_avx2.cc).
+#if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
 #include <cstdint>
@@ -16,6 +17,8 @@
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx2,fma")
+// GCC 12's own _mm512_reduce_add_ps trips -Wmaybe-uninitialized (_mm256_undefined_pd).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace rx::cpu::avx512 {
 
@@ -117,3 +120,5 @@ void dot_f32(int64_t len, const float *a, int64_t lda, const float *b, const int
 }  // namespace rx::cpu::avx512
 
 #pragma GCC pop_options
+
+#endif  // __x86_64__ && __GNUC__

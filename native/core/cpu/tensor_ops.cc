@@ -100,6 +100,20 @@ void map1(const Tensor &x, Tensor &out, F f) {
   });
 }
 
+// bfloat16 <-> float: the top 16 bits of an IEEE float, rounded to nearest even.
+inline float bf16_to_float(uint16_t b) {
+  uint32_t u = (uint32_t)b << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline uint16_t float_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN stays NaN
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 }  // namespace
 
 void *CpuBackend::allocate(size_t bytes) {
@@ -121,6 +135,7 @@ void CpuBackend::fill(Tensor &t, double value) {
   };
   if (t.dtype() == DType::F32) run(t.data<float>(), (float)value);
   else if (t.dtype() == DType::F64) run(t.data<double>(), value);
+  else if (t.dtype() == DType::BF16) run(t.data<uint16_t>(), float_to_bf16((float)value));
   else run(t.data<int32_t>(), (int32_t)value);
 }
 
@@ -132,24 +147,25 @@ void CpuBackend::copy(const Tensor &src, Tensor &dst) {
 }
 
 void CpuBackend::cast(const Tensor &src, Tensor &dst) {
-  auto run = [&](auto *s, auto *d) {
-    using D = std::remove_pointer_t<decltype(d)>;
-    parallel_for(0, src.numel(), kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; i++) d[i] = (D)s[i];
-    });
-  };
-  auto with_src = [&](auto *d) {
+  int64_t n = src.numel();
+  // Everything goes through double except bf16, which goes through float.
+  auto load = [&](int64_t i) -> double {
     switch (src.dtype()) {
-      case DType::F32: run(src.data<float>(), d); break;
-      case DType::F64: run(src.data<double>(), d); break;
-      case DType::I32: run(src.data<int32_t>(), d); break;
+      case DType::F32: return src.data<float>()[i];
+      case DType::F64: return src.data<double>()[i];
+      case DType::I32: return src.data<int32_t>()[i];
+      case DType::BF16: return bf16_to_float(src.data<uint16_t>()[i]);
     }
+    return 0;
   };
-  switch (dst.dtype()) {
-    case DType::F32: with_src(dst.data<float>()); break;
-    case DType::F64: with_src(dst.data<double>()); break;
-    case DType::I32: with_src(dst.data<int32_t>()); break;
-  }
+  parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    switch (dst.dtype()) {
+      case DType::F32: for (int64_t i = b; i < e; i++) dst.data<float>()[i] = (float)load(i); break;
+      case DType::F64: for (int64_t i = b; i < e; i++) dst.data<double>()[i] = load(i); break;
+      case DType::I32: for (int64_t i = b; i < e; i++) dst.data<int32_t>()[i] = (int32_t)load(i); break;
+      case DType::BF16: for (int64_t i = b; i < e; i++) dst.data<uint16_t>()[i] = float_to_bf16((float)load(i)); break;
+    }
+  });
 }
 
 void CpuBackend::permute(const Tensor &src, Tensor &dst, const std::vector<int> &perm) {
@@ -163,7 +179,11 @@ void CpuBackend::permute(const Tensor &src, Tensor &dst, const std::vector<int> 
   char *pd = (char *)dst.raw();
   for_each_row(it, [&](int64_t o, const std::vector<int64_t> &offs, int64_t n) {
     int64_t s = it.strides[1].back();
-    if (es == 4) {
+    if (es == 2) {
+      const uint16_t *a = (const uint16_t *)ps + offs[1];
+      uint16_t *d = (uint16_t *)pd + o;
+      for (int64_t i = 0; i < n; i++) d[i] = a[i * s];
+    } else if (es == 4) {
       const int32_t *a = (const int32_t *)ps + offs[1];
       int32_t *d = (int32_t *)pd + o;
       for (int64_t i = 0; i < n; i++) d[i] = a[i * s];
@@ -180,7 +200,11 @@ void CpuBackend::expand(const Tensor &src, Tensor &dst) {
   size_t es = dtype_size(src.dtype());
   for_each_row(it, [&](int64_t o, const std::vector<int64_t> &offs, int64_t n) {
     int64_t s = it.strides[1].back();
-    if (es == 4) {
+    if (es == 2) {
+      const uint16_t *a = src.data<uint16_t>() + offs[1];
+      uint16_t *d = dst.data<uint16_t>() + o;
+      for (int64_t i = 0; i < n; i++) d[i] = a[i * s];
+    } else if (es == 4) {
       const int32_t *a = src.data<int32_t>() + offs[1];
       int32_t *d = dst.data<int32_t>() + o;
       for (int64_t i = 0; i < n; i++) d[i] = a[i * s];
