@@ -12,6 +12,7 @@
         "native/core/cpu/nn_ops.cc",
         "native/core/cpu/parallel.cc",
         "native/core/cpu/tensor_ops.cc",
+        "native/core/executor.cc",
         "native/core/ops.cc",
         "native/core/tensor.cc"
       ],

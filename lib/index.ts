@@ -3,7 +3,7 @@
  * This entry point re-exports the public API of every layer.
  */
 export { ResnextError, type ErrorCode } from './native/errors';
-export { Tensor, tidy, keep, memory, numThreads, setNumThreads, type DType, type Device, type TypedArray, type MemoryInfo } from './tensor/tensor';
+export { Tensor, tidy, keep, memory, synchronize, numThreads, setNumThreads, type DType, type Device, type TypedArray, type MemoryInfo } from './tensor/tensor';
 export {
   tensor, zeros, ones, full, zerosLike, onesLike, randn, rand, manualSeed, getRngState, setRngState,
   type TensorOptions, type RandomOptions,

@@ -27,6 +27,7 @@ export interface NativeAddon {
   setErrorClass(ctor: new (message: string, code: never) => Error): void;
   fromData(data: Float32Array | Float64Array | Int32Array, shape: number[], dtype: DTypeName, device: string): H;
   readData(t: H): Float32Array | Float64Array | Int32Array;
+  readDataAsync(t: H): Promise<Float32Array | Float64Array | Int32Array>;
   full(shape: number[], dtype: DTypeName, device: string, value: number): H;
   randUniform(shape: number[], dtype: DTypeName, device: string, lo: number, hi: number, seed: number, offset: number): H;
   randNormal(shape: number[], dtype: DTypeName, device: string, mean: number, std: number, seed: number, offset: number): H;

@@ -136,12 +136,15 @@ export class Tensor {
     return this.shape.reduce((a, b) => a * b, 1);
   }
 
-  /** Copies the data to the host: a typed array in NCHW row-major order. */
-  async data(): Promise<TypedArray> {
-    return native.readData(this.handle);
+  /**
+   * Copies the data to the host: a typed array in NCHW row-major order. Waits (off the JS
+   * thread) for the kernels that compute this tensor; the event loop keeps running meanwhile.
+   */
+  data(): Promise<TypedArray> {
+    return native.readDataAsync(this.handle);
   }
 
-  /** Synchronous data() (blocks until the device is done). */
+  /** Synchronous data(): blocks the JS thread until the tensor is computed. */
   dataSync(): TypedArray {
     return native.readData(this.handle);
   }
@@ -195,6 +198,11 @@ export interface MemoryInfo {
 /** Live tensors and bytes in the native core, for one device (default 'cpu'). */
 export function memory(device: Device = 'cpu'): MemoryInfo {
   return native.memory(device);
+}
+
+/** Waits until every queued kernel on the device has run (rethrows a kernel's error). */
+export function synchronize(device: Device = 'cpu'): void {
+  native.synchronize(device);
 }
 
 /** Threads used by the CPU backend (RESNEXT_NUM_THREADS, else all cores). */

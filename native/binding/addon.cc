@@ -6,10 +6,13 @@
 #include <napi.h>
 
 #include <cmath>
+#include <cstring>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "../core/backend.h"
+#include "../core/executor.h"
 #include "../core/cpu/parallel.h"
 #include "../core/ops.h"
 
@@ -289,6 +292,74 @@ RX_FN(ReadData) {
   });
 }
 
+// data(): waits for the tensor's queued kernels and copies it to the host on a libuv worker
+// thread, then resolves a Promise with a typed array; the event loop runs meanwhile.
+class ReadWorker : public Napi::AsyncWorker {
+ public:
+  ReadWorker(Napi::Env env, TensorPtr t)
+      : Napi::AsyncWorker(env, "resnext.data"), t_(std::move(t)), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      buf_.resize(t_->nbytes());
+      rx::ops::to_host(*t_, buf_.data(), buf_.size());
+    } catch (const rx::Error &e) {
+      code_ = rx::error_code_name(e.code());
+      SetError(e.what());
+    } catch (const std::bad_alloc &) {
+      code_ = "ERR_OOM";
+      SetError("data: out of host memory");
+    } catch (const std::exception &e) {
+      code_ = "ERR_INTERNAL";
+      SetError(e.what());
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    size_t n = (size_t)t_->numel();
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, buf_.size());
+    if (!buf_.empty()) std::memcpy(ab.Data(), buf_.data(), buf_.size());
+    Napi::Value out;
+    if (t_->dtype() == DType::F32) out = Napi::Float32Array::New(env, n, ab, 0);
+    else if (t_->dtype() == DType::F64) out = Napi::Float64Array::New(env, n, ab, 0);
+    else out = Napi::Int32Array::New(env, n, ab, 0);
+    t_.reset();
+    deferred_.Resolve(out);
+  }
+
+  void OnError(const Napi::Error &e) override {
+    Napi::Env env = Env();
+    AddonData &d = addon(env);
+    std::string msg = e.Message();
+    t_.reset();
+    if (!d.error_class.IsEmpty())
+      deferred_.Reject(d.error_class.New({Napi::String::New(env, msg), Napi::String::New(env, code_)}));
+    else
+      deferred_.Reject(e.Value());
+  }
+
+ private:
+  TensorPtr t_;
+  Napi::Promise::Deferred deferred_;
+  std::vector<uint8_t> buf_;
+  std::string code_ = "ERR_INTERNAL";
+};
+
+RX_FN(ReadDataAsync) {
+  RX_BODY("data") {
+    TensorHandle *h = unwrap_handle(A.env(), info[0], A.op, "tensor");
+    Tensor &t = h->get(A.env(), A.op, "tensor");
+    if (t.dtype() == DType::BF16)
+      throw_js(A.env(), "ERR_DTYPE", "data: tensor expected float32, float64 or int32 (cast bfloat16 tensors first), received bfloat16");
+    auto *w = new ReadWorker(A.env(), h->ptr());
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+  });
+}
+
 RX_FN(Full) {
   RX_BODY("full") { return wrap(A.env(), rx::ops::full(A.shape(0, "shape"), A.dtype(1), A.device(2), A.number(3, "value"))); });
 }
@@ -458,6 +529,7 @@ RX_FN(SgdStep) {
 RX_FN(Memory) {
   RX_BODY("memory") {
     Device d = info.Length() > 0 && !info[0].IsUndefined() ? A.device(0) : Device{};
+    rx::cpu_executor().synchronize();  // queued kernels hold references until they run
     auto s = rx::memory_stats(d);
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("tensors", (double)s.tensors);
@@ -487,6 +559,7 @@ RX_FN(DeviceInfo) {
 
 RX_FN(Synchronize) {
   RX_BODY("synchronize") {
+    rx::cpu_executor().synchronize();
     rx::backend_for(A.device(0)).synchronize();
     return A.env().Undefined();
   });
@@ -497,6 +570,7 @@ RX_FN(SetNumThreads) {
   RX_BODY("setNumThreads") {
     int64_t n = A.integer(0, "threads");
     if (n < 1 || n > 1024) arg_error(A.env(), A.op, "threads", "an integer in [1, 1024]", std::to_string(n));
+    rx::cpu_executor().synchronize();
     rx::cpu::set_num_threads((int)n);
     return A.env().Undefined();
   });
@@ -522,7 +596,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     Napi::Value (*fn)(const Napi::CallbackInfo &);
   };
   static const Entry table[] = {
-      {"setErrorClass", SetErrorClass}, {"fromData", FromData}, {"readData", ReadData}, {"full", Full},
+      {"setErrorClass", SetErrorClass}, {"fromData", FromData}, {"readData", ReadData}, {"readDataAsync", ReadDataAsync}, {"full", Full},
       {"randUniform", RandUniform}, {"randNormal", RandNormal}, {"copy", Copy}, {"copyInto", CopyInto},
       {"fill", Fill}, {"cast", Cast}, {"reshape", Reshape}, {"permute", Permute}, {"expand", Expand},
       {"conv2dForward", Conv2dForward}, {"conv2dBackwardData", Conv2dBackwardData},

@@ -1,6 +1,9 @@
 #include "ops.h"
 
 #include <cstring>
+#include <optional>
+
+#include "executor.h"
 
 namespace rx::ops {
 
@@ -44,6 +47,18 @@ void check_shape_valid(const std::string &op, const Shape &s) {
 
 Backend &be(const Tensor &t) { return backend_for(t.device()); }
 
+// Runs a kernel on the device's queue. The lambda captures copies of the Tensors it uses
+// (sharing their storage), so the data stays alive even if JS disposes a handle first.
+template <typename F>
+void run(Device d, F &&fn) {
+  if (d.type == DeviceType::CPU) cpu_executor().submit(std::function<void()>(std::forward<F>(fn)));
+  else fn();
+}
+
+std::optional<Tensor> opt(const Tensor *t) { return t ? std::optional<Tensor>(*t) : std::nullopt; }
+const Tensor *ptr(const std::optional<Tensor> &t) { return t ? &*t : nullptr; }
+Tensor *ptr(std::optional<Tensor> &t) { return t ? &*t : nullptr; }
+
 // Output size of a strided, padded window; throws if the window does not fit.
 int64_t out_size(const std::string &op, const char *dim, int64_t in, int64_t k, int64_t stride, int64_t pad) {
   int64_t span = in + 2 * pad - k;
@@ -85,7 +100,7 @@ Shape conv_out_shape(const std::string &op, const Shape &x, const Shape &w, cons
 TensorPtr full(const Shape &shape, DType dtype, Device device, double value) {
   check_shape_valid("full", shape);
   auto t = empty(shape, dtype, device);
-  backend_for(device).fill(*t, value);
+  run(device, [=] { backend_for(device).fill(*t, value); });
   return t;
 }
 
@@ -99,18 +114,19 @@ TensorPtr from_host(const void *data, size_t bytes, const Shape &shape, DType dt
   if (bytes) std::memcpy(host->raw(), data, bytes);
   if (device.type == DeviceType::CPU) return host;
   auto t = empty(shape, dtype, device);
-  backend_for(device).copy(*host, *t);
+  backend_for(device).copy(*host, *t);  // CUDA: its own stream orders it
   return t;
 }
 
 void to_host(const Tensor &t, void *dst, size_t bytes) {
   if (bytes != t.nbytes()) throw Error(ErrorCode::Internal, "to_host: size mismatch");
+  cpu_executor().synchronize();
   if (t.device().type == DeviceType::CPU) {
     if (bytes) std::memcpy(dst, t.raw(), bytes);
     return;
   }
   Tensor host(t.shape(), t.dtype(), Device{});
-  be(t).copy(t, host);
+  be(t).copy(t, host);  // synchronises the device
   std::memcpy(dst, host.raw(), bytes);
 }
 
@@ -119,7 +135,7 @@ TensorPtr random_uniform(const Shape &shape, DType dtype, Device device, double 
   check_shape_valid("rand", shape);
   if (!dtype_is_float(dtype)) fail(ErrorCode::DType, "rand", "dtype", "float32 or float64", dtype_name(dtype));
   auto t = empty(shape, dtype, device);
-  backend_for(device).random_uniform(*t, lo, hi, seed, offset);
+  run(device, [=] { backend_for(device).random_uniform(*t, lo, hi, seed, offset); });
   return t;
 }
 
@@ -128,28 +144,41 @@ TensorPtr random_normal(const Shape &shape, DType dtype, Device device, double m
   check_shape_valid("randn", shape);
   if (!dtype_is_float(dtype)) fail(ErrorCode::DType, "randn", "dtype", "float32 or float64", dtype_name(dtype));
   auto t = empty(shape, dtype, device);
-  backend_for(device).random_normal(*t, mean, std, seed, offset);
+  run(device, [=] { backend_for(device).random_normal(*t, mean, std, seed, offset); });
   return t;
 }
 
 TensorPtr copy(const Tensor &x, Device device) {
   auto t = empty(x.shape(), x.dtype(), device);
-  // The non-CPU side owns the transfer.
-  backend_for(device.type != DeviceType::CPU ? device : x.device()).copy(x, *t);
+  if (device.type == DeviceType::CPU && x.device().type == DeviceType::CPU) {
+    run(device, [=] { cpu_backend().copy(x, *t); });
+  } else {
+    cpu_executor().synchronize();  // the CPU side must be ready; the device side owns the transfer
+    backend_for(device.type != DeviceType::CPU ? device : x.device()).copy(x, *t);
+  }
   return t;
 }
 
 void copy_into(const Tensor &src, Tensor &dst) {
   check_shape("copy", "source", src, dst.shape());
   check_same_dtype("copy", "source", src, dst.dtype());
-  backend_for(dst.device().type != DeviceType::CPU ? dst.device() : src.device()).copy(src, dst);
+  if (dst.device().type == DeviceType::CPU && src.device().type == DeviceType::CPU) {
+    Tensor d = dst;
+    run(dst.device(), [=]() mutable { cpu_backend().copy(src, d); });
+  } else {
+    cpu_executor().synchronize();
+    backend_for(dst.device().type != DeviceType::CPU ? dst.device() : src.device()).copy(src, dst);
+  }
 }
 
-void fill_(Tensor &t, double value) { be(t).fill(t, value); }
+void fill_(Tensor &t, double value) {
+  Tensor c = t;
+  run(t.device(), [=]() mutable { be(c).fill(c, value); });
+}
 
 TensorPtr cast(const Tensor &x, DType dtype) {
   auto t = empty(x.shape(), dtype, x.device());
-  be(x).cast(x, *t);
+  run(x.device(), [=] { be(x).cast(x, *t); });
   return t;
 }
 
@@ -178,7 +207,7 @@ TensorPtr reshape(const Tensor &x, const Shape &shape) {
   if (x.layout() != Layout::Contiguous && s != x.shape()) {
     // A view of channels-last data would reinterpret it; make a contiguous copy first.
     auto c = empty(x.shape(), x.dtype(), x.device());
-    be(x).copy(x, *c);  // a backend's copy into a fresh tensor writes Contiguous
+    run(x.device(), [=] { be(x).copy(x, *c); });  // a copy into a fresh tensor is Contiguous
     return std::make_shared<Tensor>(s, c->dtype(), c->storage());
   }
   auto v = std::make_shared<Tensor>(s, x.dtype(), x.storage());
@@ -199,7 +228,7 @@ TensorPtr permute(const Tensor &x, const std::vector<int> &perm) {
     out[i] = x.dim(p);
   }
   auto t = empty(out, x.dtype(), x.device());
-  be(x).permute(x, *t, perm);
+  run(x.device(), [=] { be(x).permute(x, *t, perm); });
   return t;
 }
 
@@ -207,7 +236,7 @@ TensorPtr expand(const Tensor &x, const Shape &shape) {
   Shape b = broadcast_shapes("expand", x.shape(), shape);
   if (b != shape) fail(ErrorCode::Shape, "expand", "shape", "a shape that " + shape_str(x.shape()) + " broadcasts to", shape_str(shape));
   auto t = empty(shape, x.dtype(), x.device());
-  be(x).expand(x, *t);
+  run(x.device(), [=] { be(x).expand(x, *t); });
   return t;
 }
 
@@ -225,7 +254,7 @@ TensorPtr conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, cons
     check_shape(op, "bias", *b, {w.dim(0)});
   }
   auto y = empty(ys, x.dtype(), x.device());
-  be(x).conv2d_forward(x, w, b, *y, a);
+  run(x.device(), [=, b = opt(b)] { be(x).conv2d_forward(x, w, ptr(b), *y, a); });
   return y;
 }
 
@@ -237,7 +266,7 @@ TensorPtr conv2d_backward_data(const Tensor &gy, const Tensor &w, const Shape &x
   if (x_shape.size() != 4) fail(ErrorCode::Shape, op, "input_shape", "4 dims", shape_str(x_shape));
   check_shape(op, "grad_output", gy, conv_out_shape(op, x_shape, w.shape(), a));
   auto gx = empty(x_shape, gy.dtype(), gy.device());
-  be(gy).conv2d_backward_data(gy, w, *gx, a);
+  run(gy.device(), [=] { be(gy).conv2d_backward_data(gy, w, *gx, a); });
   return gx;
 }
 
@@ -249,7 +278,7 @@ TensorPtr conv2d_backward_filter(const Tensor &gy, const Tensor &x, const Shape 
   if (w_shape.size() != 4) fail(ErrorCode::Shape, op, "weight_shape", "4 dims", shape_str(w_shape));
   check_shape(op, "grad_output", gy, conv_out_shape(op, x.shape(), w_shape, a));
   auto gw = empty(w_shape, gy.dtype(), gy.device());
-  be(gy).conv2d_backward_filter(gy, x, *gw, a);
+  run(gy.device(), [=] { be(gy).conv2d_backward_filter(gy, x, *gw, a); });
   return gw;
 }
 
@@ -287,8 +316,10 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr> batch_norm_forward(const Tensor &x, 
   auto y = empty(x.shape(), x.dtype(), x.device());
   auto sm = empty({C}, x.dtype(), x.device());
   auto si = empty({C}, x.dtype(), x.device());
-  be(x).batch_norm_forward(x, gamma, beta, a.act == BnAct::AddReLU ? residual : nullptr, running_mean, running_var,
-                           *y, *sm, *si, a);
+  Tensor rm = running_mean, rv = running_var;
+  run(x.device(), [=, r = opt(a.act == BnAct::AddReLU ? residual : nullptr)]() mutable {
+    be(x).batch_norm_forward(x, gamma, beta, ptr(r), rm, rv, *y, *sm, *si, a);
+  });
   return {y, sm, si};
 }
 
@@ -309,7 +340,7 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr, TensorPtr> batch_norm_backward(
   auto gg = empty({C}, x.dtype(), x.device());
   auto gb = empty({C}, x.dtype(), x.device());
   TensorPtr gr = a.act == BnAct::AddReLU ? empty(x.shape(), x.dtype(), x.device()) : nullptr;
-  be(x).batch_norm_backward(gy, x, y, gamma, save_mean, save_invstd, *gx, *gg, *gb, gr.get(), a);
+  run(x.device(), [=] { be(x).batch_norm_backward(gy, x, y, gamma, save_mean, save_invstd, *gx, *gg, *gb, gr.get(), a); });
   return {gx, gg, gb, gr};
 }
 
@@ -318,7 +349,7 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr, TensorPtr> batch_norm_backward(
 TensorPtr relu_forward(const Tensor &x) {
   check_float("relu", "input", x);
   auto y = empty(x.shape(), x.dtype(), x.device());
-  be(x).relu_forward(x, *y);
+  run(x.device(), [=] { be(x).relu_forward(x, *y); });
   return y;
 }
 
@@ -326,7 +357,7 @@ TensorPtr relu_backward(const Tensor &gy, const Tensor &y) {
   check_like("relu_backward", "output", y, gy);
   check_shape("relu_backward", "output", y, gy.shape());
   auto gx = empty(gy.shape(), gy.dtype(), gy.device());
-  be(gy).relu_backward(gy, y, *gx);
+  run(gy.device(), [=] { be(gy).relu_backward(gy, y, *gx); });
   return gx;
 }
 
@@ -350,21 +381,21 @@ TensorPtr binary(BinaryOp op, const Tensor &a, const Tensor &b) {
   check_float(name, "a", a);
   check_like(name, "b", b, a);
   auto out = empty(broadcast_shapes(name, a.shape(), b.shape()), a.dtype(), a.device());
-  be(a).binary(op, a, b, *out);
+  run(a.device(), [=] { be(a).binary(op, a, b, *out); });
   return out;
 }
 
 TensorPtr scalar(ScalarOp op, const Tensor &x, double s) {
   check_float("scalar", "input", x);
   auto out = empty(x.shape(), x.dtype(), x.device());
-  be(x).scalar(op, x, s, *out);
+  run(x.device(), [=] { be(x).scalar(op, x, s, *out); });
   return out;
 }
 
 TensorPtr unary(UnaryOp op, const Tensor &x) {
   check_float("unary", "input", x);
   auto out = empty(x.shape(), x.dtype(), x.device());
-  be(x).unary(op, x, *out);
+  run(x.device(), [=] { be(x).unary(op, x, *out); });
   return out;
 }
 
@@ -383,7 +414,7 @@ TensorPtr sum(const Tensor &x, const std::vector<int> &dims, bool keepdim) {
     if (!reduce[i] || keepdim) out.push_back(ks[i]);
   }
   auto t = empty(ks, x.dtype(), x.device());
-  be(x).sum(x, reduce, *t);
+  run(x.device(), [=] { be(x).sum(x, reduce, *t); });
   return keepdim ? t : reshape(*t, out);
 }
 
@@ -401,14 +432,14 @@ std::pair<TensorPtr, TensorPtr> max_pool2d_forward(const Tensor &x, const Pool2d
   int64_t Q = out_size(op, "width", x.dim(3), a.kw, a.sw, a.pw);
   auto y = empty({x.dim(0), x.dim(1), P, Q}, x.dtype(), x.device());
   auto idx = empty({x.dim(0), x.dim(1), P, Q}, DType::I32, x.device());
-  be(x).max_pool2d_forward(x, *y, *idx, a);
+  run(x.device(), [=] { be(x).max_pool2d_forward(x, *y, *idx, a); });
   return {y, idx};
 }
 
 TensorPtr max_pool2d_backward(const Tensor &gy, const Tensor &indices, const Shape &x_shape) {
   check_shape("maxPool2d_backward", "indices", indices, gy.shape());
   auto gx = empty(x_shape, gy.dtype(), gy.device());
-  be(gy).max_pool2d_backward(gy, indices, *gx);
+  run(gy.device(), [=] { be(gy).max_pool2d_backward(gy, indices, *gx); });
   return gx;
 }
 
@@ -416,14 +447,14 @@ TensorPtr global_avg_pool2d_forward(const Tensor &x) {
   check_float("globalAvgPool2d", "input", x);
   check_ndim("globalAvgPool2d", "input", x, 4, "tensor [N, C, H, W]");
   auto y = empty({x.dim(0), x.dim(1), 1, 1}, x.dtype(), x.device());
-  be(x).global_avg_pool2d_forward(x, *y);
+  run(x.device(), [=] { be(x).global_avg_pool2d_forward(x, *y); });
   return y;
 }
 
 TensorPtr global_avg_pool2d_backward(const Tensor &gy, const Shape &x_shape) {
   check_shape("globalAvgPool2d_backward", "grad_output", gy, {x_shape[0], x_shape[1], 1, 1});
   auto gx = empty(x_shape, gy.dtype(), gy.device());
-  be(gy).global_avg_pool2d_backward(gy, *gx);
+  run(gy.device(), [=] { be(gy).global_avg_pool2d_backward(gy, *gx); });
   return gx;
 }
 
@@ -440,7 +471,7 @@ TensorPtr matmul(const Tensor &a, const Tensor &b, bool ta, bool tb) {
     fail(ErrorCode::Shape, "matmul", "b", "a matrix with " + str(K) + " rows (after transpose)",
          shape_str(b.shape()) + (tb ? " (transposed)" : ""));
   auto out = empty({M, N}, a.dtype(), a.device());
-  be(a).matmul(a, b, ta, tb, nullptr, *out);
+  run(a.device(), [=] { be(a).matmul(a, b, ta, tb, nullptr, *out); });
   return out;
 }
 
@@ -458,7 +489,7 @@ TensorPtr linear_forward(const Tensor &x, const Tensor &w, const Tensor *b) {
     check_shape(op, "bias", *b, {w.dim(0)});
   }
   auto y = empty({x.dim(0), w.dim(0)}, x.dtype(), x.device());
-  be(x).matmul(x, w, false, true, b, *y);
+  run(x.device(), [=, b = opt(b)] { be(x).matmul(x, w, false, true, ptr(b), *y); });
   return y;
 }
 
@@ -481,9 +512,17 @@ std::pair<TensorPtr, TensorPtr> cross_entropy_forward(const Tensor &logits, cons
   if (logits.dim(0) < 1 || logits.dim(1) < 1) fail(ErrorCode::Shape, op, "logits", "at least one row and one class", shape_str(logits.shape()));
   if (!(smoothing >= 0 && smoothing <= 1))
     fail(ErrorCode::Arg, op, "labelSmoothing", "a number in [0, 1]", std::to_string(smoothing));
+  if (targets.device().type == DeviceType::CPU) {
+    // Validate the class indices here so a bad target is reported by this call, not by a later sync.
+    cpu_executor().synchronize();
+    const int32_t *t = targets.data<int32_t>();
+    for (int64_t i = 0; i < targets.numel(); i++)
+      if (t[i] < 0 || t[i] >= logits.dim(1))
+        fail(ErrorCode::Arg, op, "targets[" + str(i) + "]", "a class index in [0, " + str(logits.dim(1) - 1) + "]", str(t[i]));
+  }
   auto loss = empty({}, logits.dtype(), logits.device());
   auto probs = empty(logits.shape(), logits.dtype(), logits.device());
-  be(logits).cross_entropy_forward(logits, targets, smoothing, *loss, *probs);
+  run(logits.device(), [=] { be(logits).cross_entropy_forward(logits, targets, smoothing, *loss, *probs); });
   return {loss, probs};
 }
 
@@ -492,7 +531,7 @@ TensorPtr cross_entropy_backward(const Tensor &probs, const Tensor &targets, dou
   check_targets("crossEntropy_backward", probs, targets);
   check_shape("crossEntropy_backward", "grad_output", gloss, {});
   auto g = empty(probs.shape(), probs.dtype(), probs.device());
-  be(probs).cross_entropy_backward(probs, targets, smoothing, gloss, *g);
+  run(probs.device(), [=] { be(probs).cross_entropy_backward(probs, targets, smoothing, gloss, *g); });
   return g;
 }
 
@@ -501,7 +540,7 @@ TensorPtr topk(const Tensor &x, int64_t k) {
   check_ndim("topk", "input", x, 2, "matrix [N, classes]");
   if (k < 1 || k > x.dim(1)) fail(ErrorCode::Arg, "topk", "k", "an integer in [1, " + str(x.dim(1)) + "]", str(k));
   auto idx = empty({x.dim(0), k}, DType::I32, x.device());
-  be(x).topk(x, k, *idx);
+  run(x.device(), [=] { be(x).topk(x, k, *idx); });
   return idx;
 }
 
@@ -524,7 +563,8 @@ void sgd_step(Tensor &param, const Tensor &grad, Tensor *momentum_buf, const Sgd
   if (a.momentum != 0 && !momentum_buf) fail(ErrorCode::Arg, op, "momentumBuffer", "a tensor when momentum != 0", "none");
   if (a.nesterov && (a.momentum <= 0 || a.dampening != 0))
     fail(ErrorCode::Arg, op, "nesterov", "momentum > 0 and dampening = 0", "momentum " + std::to_string(a.momentum) + ", dampening " + std::to_string(a.dampening));
-  be(param).sgd_step(param, grad, momentum_buf, a);
+  Tensor p = param;
+  run(param.device(), [=, m = opt(momentum_buf)]() mutable { be(p).sgd_step(p, grad, ptr(m), a); });
 }
 
 }  // namespace rx::ops
