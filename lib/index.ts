@@ -19,3 +19,5 @@ export {
 } from './ops/nn';
 export { native, addonPath } from './native/addon';
 export { cudaAvailable, cudaStatus, deviceInfo, type CudaStatus, type DeviceInfo } from './native/cuda';
+export * as nn from './nn';
+export * as models from './models';

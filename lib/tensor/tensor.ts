@@ -96,9 +96,9 @@ export function tidy<T>(fn: () => T): T {
 export class Tensor {
   /** The native handle; null once disposed. */
   private h: TensorHandle | null;
-  readonly shape: readonly number[];
-  readonly dtype: DType;
-  readonly device: Device;
+  private _shape: readonly number[];
+  private _dtype: DType;
+  private _device: Device;
   /** Whether gradients flow to this tensor. Set it on leaves (parameters, inputs). */
   requiresGrad = false;
   /** Accumulated gradient of a leaf after backward(); null until then. */
@@ -111,11 +111,37 @@ export class Tensor {
     if (!handle || typeof handle !== 'object' || !('nbytes' in handle))
       fail('ERR_ARG', 'Tensor', 'handle', 'a native tensor handle (use tensor(), zeros(), ...)', describe(handle));
     this.h = handle;
-    this.shape = Object.freeze(handle.shape);
-    this.dtype = handle.dtype;
-    this.device = handle.device;
+    this._shape = Object.freeze(handle.shape);
+    this._dtype = handle.dtype;
+    this._device = handle.device;
     registry.register(this, handle, this);
     track(this);
+  }
+
+  get shape(): readonly number[] {
+    return this._shape;
+  }
+  get dtype(): DType {
+    return this._dtype;
+  }
+  get device(): Device {
+    return this._device;
+  }
+
+  /**
+   * @internal Points this tensor at new data (another device or dtype), keeping its identity,
+   * so modules and optimisers that hold it see the change (like PyTorch's `param.data = ...`).
+   * Frees the old handle.
+   */
+  _replaceHandle(handle: TensorHandle): void {
+    const old = this.handle;
+    registry.unregister(this);
+    this.h = handle;
+    this._shape = Object.freeze(handle.shape);
+    this._dtype = handle.dtype;
+    this._device = handle.device;
+    registry.register(this, handle, this);
+    if (old !== handle) old.dispose();
   }
 
   /** The live native handle (throws ERR_DISPOSED after dispose()). */

@@ -1,0 +1,134 @@
+/**
+ * ResNet / ResNeXt for ImageNet in torchvision's layout (models/resnet.py): the same module
+ * names and shapes, so a torchvision state dict loads with strict: true. The ResNeXt block is
+ * the bottleneck with a grouped 3x3 convolution (Xie et al. 2017, Fig. 3(c)); stride 2 sits in
+ * the 3x3 conv ("ResNet v1.5"). Every BN+ReLU pair and the residual join run as fused ops.
+ */
+import { native } from '../native/addon';
+import { describe, fail } from '../native/errors';
+import { flatten } from '../ops/shape';
+import type { Tensor } from '../tensor/tensor';
+import { Module } from '../nn/module';
+import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, ReLU, Sequential } from '../nn/layers';
+
+export interface InitOptions {
+  /** 'kaiming' (default) or 'zeros' (fast construction for complexity accounting). */
+  init?: 'kaiming' | 'zeros';
+}
+
+export const conv3x3 = (inPlanes: number, outPlanes: number, stride = 1, groups = 1, o: InitOptions = {}) =>
+  new Conv2d(inPlanes, outPlanes, 3, { stride, padding: 1, groups, bias: false, init: o.init });
+export const conv1x1 = (inPlanes: number, outPlanes: number, stride = 1, o: InitOptions = {}) =>
+  new Conv2d(inPlanes, outPlanes, 1, { stride, bias: false, init: o.init });
+
+export class Bottleneck extends Module {
+  static readonly expansion = 4;
+  readonly conv1: Conv2d;
+  readonly bn1: BatchNorm2d;
+  readonly conv2: Conv2d;
+  readonly bn2: BatchNorm2d;
+  readonly conv3: Conv2d;
+  readonly bn3: BatchNorm2d;
+  readonly downsample: Sequential | null;
+
+  constructor(inPlanes: number, planes: number, stride: number, downsample: Sequential | null, groups: number, baseWidth: number, o: InitOptions = {}) {
+    super();
+    const width = Math.floor(planes * (baseWidth / 64)) * groups; // the bottleneck width, C * d
+    this.conv1 = this.registerModule('conv1', conv1x1(inPlanes, width, 1, o));
+    this.bn1 = this.registerModule('bn1', new BatchNorm2d(width));
+    this.conv2 = this.registerModule('conv2', conv3x3(width, width, stride, groups, o));
+    this.bn2 = this.registerModule('bn2', new BatchNorm2d(width));
+    this.conv3 = this.registerModule('conv3', conv1x1(width, planes * Bottleneck.expansion, 1, o));
+    this.bn3 = this.registerModule('bn3', new BatchNorm2d(planes * Bottleneck.expansion));
+    this.registerModule('relu', new ReLU());
+    this.downsample = downsample ? this.registerModule('downsample', downsample) : null;
+  }
+
+  forward(x: Tensor): Tensor {
+    const out = this.bn1.forwardReLU(this.conv1.forward(x));
+    const mid = this.bn2.forwardReLU(this.conv2.forward(out));
+    const identity = this.downsample ? this.downsample.forward(x) : x;
+    return this.bn3.forwardAddReLU(this.conv3.forward(mid), identity);
+  }
+}
+
+export interface ResNeXtConfig extends InitOptions {
+  /** Blocks per stage, e.g. [3, 4, 6, 3]. */
+  layers: number[];
+  /** Cardinality C. */
+  groups?: number;
+  /** Bottleneck width per group d (at the first stage's planes = 64). */
+  widthPerGroup?: number;
+  numClasses?: number;
+  inChannels?: number;
+  /** Zero-init the last BN of each block, so every block starts as the identity. */
+  zeroInitResidual?: boolean;
+}
+
+export class ResNet extends Module {
+  readonly conv1: Conv2d;
+  readonly bn1: BatchNorm2d;
+  readonly maxpool: MaxPool2d;
+  readonly stages: Sequential[];
+  readonly avgpool: AdaptiveAvgPool2d;
+  readonly fc: Linear;
+  readonly config: Required<Omit<ResNeXtConfig, 'init'>>;
+
+  constructor(cfg: ResNeXtConfig) {
+    super();
+    if (!cfg || !Array.isArray(cfg.layers) || cfg.layers.length !== 4 || !cfg.layers.every((n) => Number.isInteger(n) && n >= 1))
+      fail('ERR_ARG', 'resnext', 'layers', 'four positive block counts, e.g. [3, 4, 6, 3]', describe(cfg?.layers));
+    const c = { groups: 1, widthPerGroup: 64, numClasses: 1000, inChannels: 3, zeroInitResidual: false, ...cfg };
+    this.config = { layers: c.layers, groups: c.groups, widthPerGroup: c.widthPerGroup, numClasses: c.numClasses, inChannels: c.inChannels, zeroInitResidual: c.zeroInitResidual };
+    const o: InitOptions = { init: cfg.init };
+    this.conv1 = this.registerModule('conv1', new Conv2d(c.inChannels, 64, 7, { stride: 2, padding: 3, bias: false, init: o.init }));
+    this.bn1 = this.registerModule('bn1', new BatchNorm2d(64));
+    this.registerModule('relu', new ReLU());
+    this.maxpool = this.registerModule('maxpool', new MaxPool2d(3, 2, 1));
+    let inPlanes = 64;
+    this.stages = [64, 128, 256, 512].map((planes, i) => {
+      const stride = i === 0 ? 1 : 2;
+      const blocks: Bottleneck[] = [];
+      for (let b = 0; b < c.layers[i]; b++) {
+        let down: Sequential | null = null;
+        if (b === 0 && (stride !== 1 || inPlanes !== planes * Bottleneck.expansion))
+          down = new Sequential(conv1x1(inPlanes, planes * Bottleneck.expansion, stride, o), new BatchNorm2d(planes * Bottleneck.expansion));
+        blocks.push(new Bottleneck(inPlanes, planes, b === 0 ? stride : 1, down, c.groups, c.widthPerGroup, o));
+        inPlanes = planes * Bottleneck.expansion;
+      }
+      return this.registerModule(`layer${i + 1}`, new Sequential(...blocks));
+    });
+    this.avgpool = this.registerModule('avgpool', new AdaptiveAvgPool2d(1));
+    this.fc = this.registerModule('fc', new Linear(512 * Bottleneck.expansion, c.numClasses));
+    if (c.zeroInitResidual) zeroInitResidual(this);
+  }
+
+  forward(x: Tensor): Tensor {
+    let y = this.maxpool.forward(this.bn1.forwardReLU(this.conv1.forward(x)));
+    for (const s of this.stages) y = s.forward(y);
+    return this.fc.forward(flatten(this.avgpool.forward(y), 1));
+  }
+}
+
+/** Sets the weight of every residual branch's last BN to zero (blocks start as identities). */
+export function zeroInitResidual(model: Module): void {
+  for (const [, m] of model.namedModules()) {
+    const last = m instanceof Bottleneck ? m.bn3 : (m as { lastBN?: BatchNorm2d }).lastBN;
+    if (last) native.fill(last.weight.handle, 0);
+  }
+}
+
+/** The general builder: any depth, cardinality and width (torchvision's ResNet class). */
+export function resnext(cfg: ResNeXtConfig): ResNet {
+  return new ResNet(cfg);
+}
+
+type Opts = Omit<ResNeXtConfig, 'layers' | 'groups' | 'widthPerGroup'>;
+/** ResNet-50: [3, 4, 6, 3], 1 group of width 64. */
+export const resnet50 = (o: Opts = {}) => resnext({ ...o, layers: [3, 4, 6, 3], groups: 1, widthPerGroup: 64 });
+/** ResNeXt-50 32x4d: [3, 4, 6, 3], 32 groups of width 4. */
+export const resnext50_32x4d = (o: Opts = {}) => resnext({ ...o, layers: [3, 4, 6, 3], groups: 32, widthPerGroup: 4 });
+/** ResNeXt-101 32x8d: [3, 4, 23, 3], 32 groups of width 8. */
+export const resnext101_32x8d = (o: Opts = {}) => resnext({ ...o, layers: [3, 4, 23, 3], groups: 32, widthPerGroup: 8 });
+/** ResNeXt-101 64x4d: [3, 4, 23, 3], 64 groups of width 4. */
+export const resnext101_64x4d = (o: Opts = {}) => resnext({ ...o, layers: [3, 4, 23, 3], groups: 64, widthPerGroup: 4 });
