@@ -21,3 +21,4 @@ export { native, addonPath } from './native/addon';
 export { cudaAvailable, cudaStatus, deviceInfo, type CudaStatus, type DeviceInfo } from './native/cuda';
 export * as nn from './nn';
 export * as models from './models';
+export * as optim from './optim';

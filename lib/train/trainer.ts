@@ -1,0 +1,274 @@
+/**
+ * Trainer: the training loop. Each step builds forward, loss, backward and the SGD update on
+ * the tape; the kernels run on the device's queue (off the JS thread), and the loop awaits the
+ * step's loss, so the event loop stays responsive (progress output, AbortSignal). Per epoch it
+ * evaluates loss, top-1 and top-5 on validation data, writes JSONL metrics and a checkpoint.
+ * With `resume`, training continues from the latest checkpoint exactly where it stopped: the
+ * same data order, augmentation, learning rate, RNG state and momentum, so on the CPU an
+ * interrupted-then-resumed run reproduces the uninterrupted run's losses.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, fail, ResnextError } from '../native/errors';
+import { argmax, crossEntropy, topk } from '../ops/nn';
+import { getRngState, setRngState, tensor } from '../tensor/create';
+import { type Device, keep, tidy } from '../tensor/tensor';
+import { noGrad } from '../autograd/engine';
+import type { Module } from '../nn/module';
+import type { SGD } from '../optim/sgd';
+import { ConstantLR, type Schedule } from '../optim/schedule';
+import { disposeCheckpoint, loadCheckpoint, saveCheckpoint, type TrainingState } from './checkpoint';
+import { Progress } from './progress';
+
+/** One batch: NCHW float32 images and int32 labels. */
+export interface Batch {
+  x: Float32Array;
+  y: Int32Array;
+  shape: [number, number, number, number];
+}
+
+/** Anything that yields the batches of an epoch in a deterministic order (see lib/data's DataLoader). */
+export interface BatchSource {
+  readonly batchesPerEpoch: number;
+  batches(epoch: number, options?: { startBatch?: number }): AsyncIterable<Batch>;
+}
+
+export interface TrainerOptions {
+  model: Module;
+  optimizer: SGD;
+  /** Learning rate per step (default: the optimizer's lr, constant). */
+  schedule?: Schedule;
+  labelSmoothing?: number;
+  device?: Device;
+  /** Save a checkpoint here after every epoch (and when aborted). */
+  checkpointDir?: string;
+  /** Also save every N steps (0 = only per epoch). */
+  checkpointEvery?: number;
+  /** Complete checkpoints to keep (default 2). */
+  keepCheckpoints?: number;
+  /** Append JSON lines of metrics here. */
+  logFile?: string;
+  /** Steps between JSONL step records (default 50). */
+  logEvery?: number;
+  /** Progress output: 'auto' (bar on a TTY, lines otherwise), true, false. */
+  progress?: boolean | 'auto';
+  /** Where progress goes (default process.stderr). */
+  stream?: NodeJS.WritableStream & { isTTY?: boolean };
+  /** Seed of data order and augmentation, recorded in checkpoints (default 0). */
+  dataSeed?: number;
+  /** Stored in checkpoints so tools can rebuild the model (e.g. { builder, options }). */
+  modelSpec?: Record<string, unknown>;
+}
+
+export interface FitOptions {
+  epochs: number;
+  validation?: BatchSource;
+  signal?: AbortSignal;
+  /** Continue from the latest checkpoint in checkpointDir (true) or from a given checkpoint path. */
+  resume?: boolean | string;
+}
+
+export interface EpochMetrics {
+  epoch: number;
+  trainLoss: number;
+  trainAcc: number;
+  valLoss?: number;
+  valTop1?: number;
+  valTop5?: number;
+  seconds: number;
+  imgPerSec: number;
+}
+
+export interface FitResult {
+  history: EpochMetrics[];
+  /** Loss of every step run by this call, in order. */
+  losses: number[];
+  steps: number;
+  aborted: boolean;
+}
+
+export interface EvalResult {
+  loss: number;
+  top1: number;
+  top5: number;
+  samples: number;
+}
+
+export class Trainer {
+  readonly model: Module;
+  readonly optimizer: SGD;
+  readonly schedule: Schedule;
+  private readonly o: TrainerOptions;
+  private readonly progress: Progress;
+  step = 0;
+
+  constructor(options: TrainerOptions) {
+    if (!options || typeof options.model?.forward !== 'function') fail('ERR_ARG', 'Trainer', 'model', 'a Module', describe(options?.model));
+    if (!options.optimizer || typeof options.optimizer.step !== 'function') fail('ERR_ARG', 'Trainer', 'optimizer', 'an optimizer (optim.SGD)', describe(options.optimizer));
+    this.o = options;
+    this.model = options.model;
+    this.optimizer = options.optimizer;
+    this.schedule = options.schedule ?? new ConstantLR(options.optimizer.lr);
+    this.progress = Progress.auto(options.stream ?? process.stderr, options.progress ?? 'auto');
+  }
+
+  private log(record: Record<string, unknown>): void {
+    if (!this.o.logFile) return;
+    fs.mkdirSync(path.dirname(path.resolve(this.o.logFile)), { recursive: true });
+    fs.appendFileSync(this.o.logFile, `${JSON.stringify({ time: new Date().toISOString(), ...record })}\n`);
+  }
+
+  private state(epoch: number, batchInEpoch: number, history: EpochMetrics[]): TrainingState {
+    const opt = this.optimizer;
+    return {
+      version: 1, epoch, batchInEpoch, step: this.step,
+      optimizer: {
+        step: opt.stepCount, lr: opt.lr,
+        options: { momentum: opt.momentum, dampening: opt.dampening, nesterov: opt.nesterov, weightDecay: opt.weightDecay, decayBnAndBias: opt.decayBnAndBias },
+        hasBuffer: opt.stateDict().buffers.map((b) => b !== null),
+      },
+      schedule: this.schedule.toJSON(), rng: getRngState(), dataSeed: this.o.dataSeed ?? 0, modelSpec: this.o.modelSpec,
+      history: history as unknown as Record<string, unknown>[], savedAt: new Date().toISOString(),
+    };
+  }
+
+  private async save(epoch: number, batchInEpoch: number, history: EpochMetrics[]): Promise<void> {
+    if (!this.o.checkpointDir) return;
+    const dir = await saveCheckpoint(this.o.checkpointDir, this.model, this.optimizer, this.state(epoch, batchInEpoch, history), this.o.keepCheckpoints ?? 2);
+    this.log({ type: 'checkpoint', step: this.step, epoch, batchInEpoch, dir });
+  }
+
+  /** Restores model, optimizer, RNG and position from a checkpoint; returns where to continue. */
+  private async restore(from: string): Promise<{ epoch: number; batch: number; history: EpochMetrics[] }> {
+    const ck = await loadCheckpoint(from);
+    try {
+      this.model.loadStateDict(ck.model, { strict: true });
+      const names = this.model.namedParameters().map(([n]) => n);
+      const bufs = names.map((n, i) => (ck.state.optimizer.hasBuffer[i] ? (ck.optimizer[n] ?? null) : null));
+      if (bufs.some((b, i) => ck.state.optimizer.hasBuffer[i] && !b))
+        throw new ResnextError(`resume: ${ck.dir}/optimizer.safetensors expected a momentum buffer for every parameter, received fewer`, 'ERR_IO');
+      this.optimizer.loadStateDict({ step: ck.state.optimizer.step, lr: ck.state.optimizer.lr, buffers: bufs });
+      setRngState(ck.state.rng);
+      this.step = ck.state.step;
+      this.progress.log(`resumed from ${ck.dir} (epoch ${ck.state.epoch + 1}, batch ${ck.state.batchInEpoch}, step ${ck.state.step})`);
+      return { epoch: ck.state.epoch, batch: ck.state.batchInEpoch, history: ck.state.history as unknown as EpochMetrics[] };
+    } finally {
+      disposeCheckpoint(ck);
+    }
+  }
+
+  /** Trains for `epochs` epochs (in total, counting epochs done before a resume). */
+  async fit(train: BatchSource, options: FitOptions): Promise<FitResult> {
+    const { epochs, validation, signal } = options;
+    if (!Number.isInteger(epochs) || epochs < 1) fail('ERR_ARG', 'fit', 'epochs', 'a positive integer', describe(epochs));
+    if (!train || typeof train.batches !== 'function') fail('ERR_ARG', 'fit', 'train', 'a batch source (a DataLoader)', describe(train));
+    let start = { epoch: 0, batch: 0, history: [] as EpochMetrics[] };
+    if (options.resume) {
+      const from = typeof options.resume === 'string' ? options.resume : this.o.checkpointDir;
+      if (!from) fail('ERR_ARG', 'fit', 'resume', 'a checkpoint path, or checkpointDir in the Trainer options', 'true without checkpointDir');
+      if (typeof options.resume === 'string' || fs.existsSync(path.join(from, 'latest'))) start = await this.restore(from);
+      else this.progress.log(`no checkpoint in ${from} yet: starting from scratch`);
+    }
+    const history = [...start.history];
+    const losses: number[] = [];
+    const device = this.o.device ?? 'cpu';
+    const steps = train.batchesPerEpoch;
+    const logEvery = this.o.logEvery ?? 50;
+    this.model.train();
+
+    for (let epoch = start.epoch; epoch < epochs; epoch++) {
+      const t0 = Date.now();
+      let seen = 0, correct = 0, lossSum = 0;
+      let batchIndex = epoch === start.epoch ? start.batch : 0;
+      for await (const b of train.batches(epoch, { startBatch: batchIndex })) {
+        if (signal?.aborted) {
+          await this.save(epoch, batchIndex, history);
+          this.log({ type: 'aborted', step: this.step, epoch, batchInEpoch: batchIndex });
+          this.progress.log(`aborted at epoch ${epoch + 1}, batch ${batchIndex}${this.o.checkpointDir ? `; checkpoint saved in ${this.o.checkpointDir}` : ''}`);
+          return { history, losses, steps: this.step, aborted: true };
+        }
+        const lr = this.schedule.lrAt(this.step);
+        const [loss, pred] = tidy(() => {
+          const x = tensor(b.x, b.shape, { device });
+          const logits = this.model.forward(x);
+          const l = crossEntropy(logits, b.y, { labelSmoothing: this.o.labelSmoothing ?? 0 });
+          l.backward();
+          this.optimizer.lr = lr;
+          this.optimizer.step();
+          this.optimizer.zeroGrad();
+          return [keep(l), keep(argmax(logits))] as const;
+        });
+        // Waiting here (off the JS thread) lets timers, progress and abort handlers run.
+        const lv = (await loss.data())[0];
+        const pv = await pred.data();
+        loss.dispose();
+        pred.dispose();
+        this.step++;
+        batchIndex++;
+        losses.push(lv);
+        lossSum += lv * b.shape[0];
+        seen += b.shape[0];
+        for (let i = 0; i < pv.length; i++) if (pv[i] === b.y[i]) correct++;
+        const sec = (Date.now() - t0) / 1000;
+        const done = batchIndex - (epoch === start.epoch ? start.batch : 0);
+        this.progress.update({
+          epoch, epochs, step: batchIndex, steps, loss: lossSum / seen, acc: correct / seen, lr,
+          imgPerSec: seen / Math.max(sec, 1e-9), etaSec: ((steps - batchIndex) * sec) / Math.max(1, done),
+        });
+        if (this.step % logEvery === 0) this.log({ type: 'step', step: this.step, epoch, batch: batchIndex, loss: lv, lr, imgPerSec: seen / Math.max(sec, 1e-9) });
+        if (this.o.checkpointEvery && this.step % this.o.checkpointEvery === 0 && batchIndex < steps) await this.save(epoch, batchIndex, history);
+      }
+      const seconds = (Date.now() - t0) / 1000;
+      const m: EpochMetrics = { epoch: epoch + 1, trainLoss: lossSum / Math.max(1, seen), trainAcc: correct / Math.max(1, seen), seconds, imgPerSec: seen / Math.max(seconds, 1e-9) };
+      if (validation) {
+        const v = await this.evaluate(validation, { signal });
+        Object.assign(m, { valLoss: v.loss, valTop1: v.top1, valTop5: v.top5 });
+      }
+      history.push(m);
+      this.log({ type: 'epoch', ...m, step: this.step });
+      this.progress.log(
+        `epoch ${epoch + 1}/${epochs}: train loss ${m.trainLoss.toFixed(4)} acc ${(100 * m.trainAcc).toFixed(2)}%` +
+          (validation ? `, val loss ${m.valLoss!.toFixed(4)} top-1 ${(100 * m.valTop1!).toFixed(2)}% top-5 ${(100 * m.valTop5!).toFixed(2)}%` : '') +
+          ` (${seconds.toFixed(1)} s, ${m.imgPerSec.toFixed(1)} img/s)`,
+      );
+      await this.save(epoch + 1, 0, history);
+    }
+    return { history, losses, steps: this.step, aborted: false };
+  }
+
+  /** Loss, top-1 and top-5 accuracy over a data source, in eval mode without gradients. */
+  async evaluate(data: BatchSource, options: { signal?: AbortSignal } = {}): Promise<EvalResult> {
+    const wasTraining = this.model.training;
+    this.model.eval();
+    const device = this.o.device ?? 'cpu';
+    let lossSum = 0, top1 = 0, top5 = 0, samples = 0;
+    try {
+      for await (const b of data.batches(0)) {
+        if (options.signal?.aborted) break;
+        const [l, t] = tidy(() =>
+          noGrad(() => {
+            const logits = this.model.forward(tensor(b.x, b.shape, { device }));
+            const k = Math.min(5, logits.shape[1]);
+            return [keep(crossEntropy(logits, b.y)), keep(topk(logits, k))] as const;
+          }),
+        );
+        const lv = (await l.data())[0];
+        const tk = await t.data();
+        const k = t.shape[1];
+        l.dispose();
+        t.dispose();
+        const n = b.shape[0];
+        lossSum += lv * n;
+        samples += n;
+        for (let i = 0; i < n; i++) {
+          if (tk[i * k] === b.y[i]) top1++;
+          for (let j = 0; j < k; j++) if (tk[i * k + j] === b.y[i]) top5++;
+        }
+      }
+    } finally {
+      this.model.train(wasTraining);
+    }
+    return { loss: lossSum / Math.max(1, samples), top1: top1 / Math.max(1, samples), top5: top5 / Math.max(1, samples), samples };
+  }
+}
+
