@@ -5,7 +5,7 @@
 export { ResnextError, type ErrorCode } from './native/errors';
 export { Tensor, tidy, keep, memory, synchronize, numThreads, setNumThreads, type DType, type Device, type TypedArray, type MemoryInfo } from './tensor/tensor';
 export {
-  tensor, zeros, ones, full, zerosLike, onesLike, randn, rand, manualSeed, getRngState, setRngState,
+  tensor, empty, zeros, ones, full, zerosLike, onesLike, randn, rand, manualSeed, getRngState, setRngState,
   type TensorOptions, type RandomOptions,
 } from './tensor/create';
 export { noGrad, isGradEnabled, backward, gradientRegistry, type BackwardOptions } from './autograd/engine';

@@ -69,7 +69,7 @@ function existing(op: string, dir: string, names: string[]): string[] {
     const p = path.join(dir, n);
     if (fs.existsSync(p)) return p;
     if (fs.existsSync(`${p}.gz`)) return `${p}.gz`;
-    ioFail(op, p, 'an existing CIFAR batch file', fs.existsSync(dir) ? 'no such file' : `no such directory "${dir}"`);
+    return ioFail(op, p, 'an existing CIFAR batch file', fs.existsSync(dir) ? 'no such file' : `no such directory "${dir}"`);
   });
 }
 

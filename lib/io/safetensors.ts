@@ -6,9 +6,9 @@
  *
  * The header maps each tensor name to { dtype, shape, data_offsets: [begin, end] } (offsets
  * relative to the data section) and may hold "__metadata__": { string: string }. Data is raw,
- * little-endian, row-major. We write keys sorted by name, tensors back to back in that order,
- * and pad the header with spaces to a multiple of 8 bytes (as the reference writer does), so the
- * data section starts 8-byte aligned. The reader checks what the reference (Rust) reader checks:
+ * little-endian, row-major. We write header keys sorted by name and pad the header with spaces
+ * to a multiple of 8 bytes; tensors lie back to back, largest element size first (then by
+ * name), as the reference writer lays them out, so each starts aligned to its element size. The reader checks what the reference (Rust) reader checks:
  * the offsets tile the data section exactly (no gaps, no overlaps, nothing past the end) and
  * each tensor's byte size equals its shape times its dtype size.
  *
@@ -160,22 +160,34 @@ function tensorBytes(t: Tensor, values: Float32Array | Float64Array | Int32Array
   return b;
 }
 
-function headerBytes(list: { name: string; dtype: DType; shape: readonly number[]; bytes: number }[], metadata?: Record<string, string>): Uint8Array {
+const ELEMENT_SIZE: Record<DType, number> = { float64: 8, float32: 4, int32: 4, bfloat16: 2 };
+
+/**
+ * The header for tensors `list` (sorted by name). Header keys are in name order; the data is laid
+ * out by element size (largest first), then name, as the reference writer does, so with the
+ * header padded to 8 bytes every tensor starts aligned to its element size.
+ */
+function layout(list: Entry[], sizes: number[], metadata?: Record<string, string>): { head: Uint8Array; order: number[] } {
+  const order = list.map((_, i) => i).sort((a, b) => ELEMENT_SIZE[list[b].t.dtype] - ELEMENT_SIZE[list[a].t.dtype] || a - b);
+  const offsets = new Array<[number, number]>(list.length);
+  let off = 0;
+  for (const i of order) {
+    offsets[i] = [off, off + sizes[i]];
+    off += sizes[i];
+  }
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
-  let off = 0;
-  for (const e of list) {
-    header[e.name] = { dtype: WRITE_DTYPE[e.dtype], shape: [...e.shape], data_offsets: [off, off + e.bytes] };
-    off += e.bytes;
-  }
+  list.forEach((e, i) => {
+    header[e.name] = { dtype: WRITE_DTYPE[e.t.dtype], shape: [...e.t.shape], data_offsets: offsets[i] };
+  });
   let json = JSON.stringify(header);
   const len = Buffer.byteLength(json, 'utf8');
   json += ' '.repeat((8 - (len % 8)) % 8);
   const body = Buffer.from(json, 'utf8');
-  const out = Buffer.alloc(8 + body.length);
-  out.writeBigUInt64LE(BigInt(body.length), 0);
-  body.copy(out, 8);
-  return out;
+  const head = Buffer.alloc(8 + body.length);
+  head.writeBigUInt64LE(BigInt(body.length), 0);
+  body.copy(head, 8);
+  return { head, order };
 }
 
 function hostValues(t: Tensor): Float32Array | Float64Array | Int32Array {
@@ -201,11 +213,8 @@ async function hostValuesAsync(t: Tensor): Promise<Float32Array | Float64Array |
 
 function encode(list: Entry[], values: (Float32Array | Float64Array | Int32Array)[], metadata?: Record<string, string>): Uint8Array[] {
   const bytes = list.map((e, i) => tensorBytes(e.t, values[i]));
-  const head = headerBytes(
-    list.map((e, i) => ({ name: e.name, dtype: e.t.dtype, shape: e.t.shape, bytes: bytes[i].byteLength })),
-    metadata,
-  );
-  return [head, ...bytes];
+  const { head, order } = layout(list, bytes.map((b) => b.byteLength), metadata);
+  return [head, ...order.map((i) => bytes[i])];
 }
 
 /** The bytes of a safetensors file holding `tensors` (sync; for in-memory use). */

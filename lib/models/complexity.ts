@@ -69,8 +69,8 @@ export function countMACs(model: Module, inputShape: number[]): { total: number;
 
 /**
  * The smallest-error integer width d in [lo, hi] for which build(d)'s parameter count matches
- * `target` (parameters grow monotonically with d, so this is a binary search). Models are built
- * with zero-filled weights and disposed.
+ * `target` (parameters grow monotonically with d, so this is a binary search). `build` should
+ * use init: 'none' (nothing is computed, only shapes count); each model is disposed.
  */
 export function solveWidth(build: (d: number) => Module, target: number, lo = 1, hi = 512): { width: number; params: number } {
   const params = (d: number) => {
@@ -100,7 +100,7 @@ export function solveResNeXtWidth(
   base: Pick<ResNeXtConfig, 'layers' | 'groups' | 'widthPerGroup' | 'numClasses'> = { layers: [3, 4, 6, 3], groups: 1, widthPerGroup: 64 },
 ): { width: number; params: number; baselineParams: number } {
   const build = (groups: number, widthPerGroup: number) =>
-    resnext({ layers: base.layers, groups, widthPerGroup, numClasses: base.numClasses ?? 1000, init: 'zeros' });
+    resnext({ layers: base.layers, groups, widthPerGroup, numClasses: base.numClasses ?? 1000, init: 'none' });
   const b = build(base.groups ?? 1, base.widthPerGroup ?? 64);
   const baselineParams = countParams(b).total;
   b.dispose();

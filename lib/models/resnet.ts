@@ -12,8 +12,8 @@ import { Module } from '../nn/module';
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, ReLU, Sequential } from '../nn/layers';
 
 export interface InitOptions {
-  /** 'kaiming' (default) or 'zeros' (fast construction for complexity accounting). */
-  init?: 'kaiming' | 'zeros';
+  /** 'kaiming' (default), 'zeros', or 'none' (uninitialised conv weights: parameter counting only). */
+  init?: 'kaiming' | 'zeros' | 'none';
 }
 
 export const conv3x3 = (inPlanes: number, outPlanes: number, stride = 1, groups = 1, o: InitOptions = {}) =>

@@ -29,6 +29,7 @@ export interface NativeAddon {
   readData(t: H): Float32Array | Float64Array | Int32Array;
   readDataAsync(t: H): Promise<Float32Array | Float64Array | Int32Array>;
   full(shape: number[], dtype: DTypeName, device: string, value: number): H;
+  empty(shape: number[], dtype: DTypeName, device: string): H;
   randUniform(shape: number[], dtype: DTypeName, device: string, lo: number, hi: number, seed: number, offset: number): H;
   randNormal(shape: number[], dtype: DTypeName, device: string, mean: number, std: number, seed: number, offset: number): H;
   copy(t: H, device: string): H;

@@ -12,7 +12,7 @@ import {
 } from '../ops/nn';
 import { relu } from '../ops/elementwise';
 import { flatten } from '../ops/shape';
-import { full, rand, randn, zeros } from '../tensor/create';
+import { empty, full, rand, randn, zeros } from '../tensor/create';
 import type { Tensor } from '../tensor/tensor';
 import { Module } from './module';
 
@@ -32,8 +32,11 @@ export interface Conv2dModuleOptions {
   padding?: number;
   groups?: number;
   bias?: boolean;
-  /** 'kaiming' (default: normal, fan_out, ReLU gain) or 'zeros' (fast, for accounting only). */
-  init?: 'kaiming' | 'zeros';
+  /**
+   * 'kaiming' (default: normal, fan_out, ReLU gain), 'zeros', or 'none' (uninitialised memory:
+   * the fastest construction, for parameter counting only).
+   */
+  init?: 'kaiming' | 'zeros' | 'none';
 }
 
 export class Conv2d extends Module {
@@ -60,7 +63,10 @@ export class Conv2d extends Module {
     const shape = [outChannels, inChannels / this.groups, kernelSize, kernelSize];
     // torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'); fan_out = K * R * S
     const std = Math.sqrt(2 / (outChannels * kernelSize * kernelSize));
-    this.weight = this.registerParameter('weight', options.init === 'zeros' ? zeros(shape) : randn(shape, { std }));
+    this.weight = this.registerParameter(
+      'weight',
+      options.init === 'zeros' ? zeros(shape) : options.init === 'none' ? empty(shape) : randn(shape, { std }),
+    );
     this.bias = options.bias ? this.registerParameter('bias', zeros([outChannels])) : null;
   }
   forward(x: Tensor): Tensor {

@@ -120,6 +120,13 @@ export function full(shape: number[], value: number, opts?: TensorOptions): Tens
   return finish(new Tensor(t), 'full', o);
 }
 
+/** A tensor with uninitialised contents (like torch.empty): fast, for buffers that are overwritten. */
+export function empty(shape: number[], opts?: TensorOptions): Tensor {
+  const o = checkOpts('empty', opts);
+  const t = native.empty(checkShape('empty', shape), checkDType('empty', o.dtype ?? 'float32'), deviceOf('empty', o.device));
+  return finish(new Tensor(t), 'empty', o);
+}
+
 export function zeros(shape: number[], opts?: TensorOptions): Tensor {
   return full(shape, 0, opts);
 }

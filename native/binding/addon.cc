@@ -364,6 +364,15 @@ RX_FN(Full) {
   RX_BODY("full") { return wrap(A.env(), rx::ops::full(A.shape(0, "shape"), A.dtype(1), A.device(2), A.number(3, "value"))); });
 }
 
+RX_FN(Empty) {
+  RX_BODY("empty") {
+    rx::Shape s = A.shape(0, "shape");
+    for (auto d : s)
+      if (d < 0) throw_js(A.env(), "ERR_SHAPE", "empty: shape expected non-negative sizes, received " + rx::shape_str(s));
+    return wrap(A.env(), rx::empty(s, A.dtype(1), A.device(2)));
+  });
+}
+
 RX_FN(RandUniform) {
   RX_BODY("rand") {
     return wrap(A.env(), rx::ops::random_uniform(A.shape(0, "shape"), A.dtype(1), A.device(2), A.number(3, "low"),
@@ -596,7 +605,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     Napi::Value (*fn)(const Napi::CallbackInfo &);
   };
   static const Entry table[] = {
-      {"setErrorClass", SetErrorClass}, {"fromData", FromData}, {"readData", ReadData}, {"readDataAsync", ReadDataAsync}, {"full", Full},
+      {"setErrorClass", SetErrorClass}, {"fromData", FromData}, {"readData", ReadData}, {"readDataAsync", ReadDataAsync}, {"full", Full}, {"empty", Empty},
       {"randUniform", RandUniform}, {"randNormal", RandNormal}, {"copy", Copy}, {"copyInto", CopyInto},
       {"fill", Fill}, {"cast", Cast}, {"reshape", Reshape}, {"permute", Permute}, {"expand", Expand},
       {"conv2dForward", Conv2dForward}, {"conv2dBackwardData", Conv2dBackwardData},
