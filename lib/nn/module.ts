@@ -105,8 +105,10 @@ export abstract class Module {
    */
   stateDict(): StateDict {
     for (const [, m] of this.namedModules()) m.syncOwnBuffers();
+    // PyTorch's order: module by module, each module's parameters then its buffers.
     const out: StateDict = {};
-    for (const [n, t] of [...this.namedParameters(), ...this.namedBuffers()]) out[n] = t;
+    for (const [p, m] of this.namedModules())
+      for (const [n, t] of [...m._params, ...m._buffers]) out[p ? `${p}.${n}` : n] = t;
     return out;
   }
 
