@@ -15,10 +15,13 @@
 //   GEMM N dimension stays >= ~512 and weights are reused.
 // * Backward-data is the same kernel on the padded gy buffer: each output phase
 //   (h % sh, w % sw) of gx is a stride-1 correlation of gy with the subset of taps that reach it,
-//   A[c][(k,r,s)] = w[k][c][r][s]; phases that no tap reaches are zero-filled.
+//   A[c][(k,r,s)] = w[k][c][r][s]; all phases of a task are computed, then interleaved into gx
+//   in one front-to-back pass (phases that no tap reaches give zeros).
 // * Backward-filter reduces over output pixels: gw_g[k][(c,r,s)] = sum_pix gy[k][pix] *
 //   buf[off(c,r,s) + pix] with the forward's input buffer and gy laid out on the same pitched grid
-//   (junk positions zero), computed by the dot micro-kernel in L2-sized pixel/tap blocks.
+//   (junk positions zero). With >= 32 gy rows per task it is a GEMM over pixels on the tap kernel
+//   (both operands packed per 256-pixel block, filter_tap_block); with fewer rows (4..16 channels
+//   per group) the dot micro-kernel runs directly on the buffers in L2-sized pixel/tap blocks.
 //
 // Parallelism: tasks over (image batch, group, row chunk) for forward/backward-data and over
 // (group, row chunk) for backward-filter (so no thread reduction is needed); row chunks only when
@@ -43,13 +46,13 @@ inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Per-thread scratch, one growing vector per slot.
 template <typename T>
 T *tls_buf(int slot, size_t n) {
-  thread_local std::vector<T> bufs[3];
+  thread_local std::vector<T> bufs[4];
   if (bufs[slot].size() < n) bufs[slot].resize(n);
   return bufs[slot].data();
 }
 
-// d[j] = s[stride*j] / d[stride*j] = s[j]; stride 1 and 2 get constant strides so the compiler
-// vectorizes them (the generic loop made x_build ~half of a stride-2 grouped conv's time).
+// d[j] = s[stride*j]; strides 1 and 2 get constant strides so the compiler vectorizes them
+// (the generic loop made x_build ~half of a stride-2 grouped conv's time).
 template <typename T>
 inline void copy_gather(T *d, const T *s, int64_t n, int64_t stride) {
   if (stride == 1) {
@@ -58,16 +61,6 @@ inline void copy_gather(T *d, const T *s, int64_t n, int64_t stride) {
     for (int64_t j = 0; j < n; j++) d[j] = s[2 * j];
   } else {
     for (int64_t j = 0; j < n; j++) d[j] = s[stride * j];
-  }
-}
-template <typename T>
-inline void copy_scatter(T *d, const T *s, int64_t n, int64_t stride) {
-  if (stride == 1) {
-    std::memcpy(d, s, n * sizeof(T));
-  } else if (stride == 2) {
-    for (int64_t j = 0; j < n; j++) d[2 * j] = s[j];
-  } else {
-    for (int64_t j = 0; j < n; j++) d[stride * j] = s[j];
   }
 }
 
@@ -159,27 +152,56 @@ void pack_panels(int MR, int64_t M, int64_t ntaps, T *dst, F get) {
 }
 
 // out[m][pix] = sum_t Ap[m][t] * src[offs[t] + pix] for m < M, pix < npix (Ap: panels of MR rows,
-// panel stride ntaps*MR). Blocking: KC taps x MCB rows of A (~64 KB, L2) against one NR-wide
-// column sliver of B that stays in L1 across the row block.
+// panel stride ntaps*MR). Blocking: KC taps x NCB pixels of B against MCB-row blocks of A.
+// When enough rows reuse it (M >= kPackRows), the B block is first copied into contiguous
+// KC x NR slivers: read straight from NCHW planes, a sliver's KC rows sit one plane (e.g. 12.5 KB)
+// apart and map onto a few L1 sets, so every micro-kernel call refetched them from L2. Few-row
+// grouped convs read the buffer directly (copying would cost as much as the FMAs it feeds).
 template <typename T>
 void tap_conv(const GemmKernels<T> &kr, int64_t M, const T *Ap, int64_t ntaps, const T *src, const int64_t *offs,
               int64_t npix, T *out, int64_t ldo) {
   const int MR = kr.mr, NR = kr.nr;
-  const int64_t KC = 256, MCB = 64;
+  const int64_t KC = 256, MCB = 64, kPackRows = 64, NCB = 16 * NR;
   if (ntaps == 0) {
     for (int64_t m = 0; m < M; m++) std::fill(out + m * ldo, out + m * ldo + npix, T(0));
     return;
   }
+  const bool pack = M >= kPackRows;
+  T *Bp = pack ? tls_buf<T>(2, (size_t)(KC * NCB)) : nullptr;
+  thread_local std::vector<int64_t> poffs_v;
+  if (pack && (int64_t)poffs_v.size() < KC) poffs_v.resize(KC);
+  int64_t *poffs = poffs_v.data();
+  if (pack)
+    for (int64_t t = 0; t < KC; t++) poffs[t] = t * NR;
   for (int64_t t0 = 0; t0 < ntaps; t0 += KC) {
     const int64_t kc = std::min(KC, ntaps - t0);
     const T beta = t0 == 0 ? T(0) : T(1);
-    for (int64_t mc0 = 0; mc0 < M; mc0 += MCB) {
-      const int64_t mc1 = std::min(M, mc0 + MCB);
-      for (int64_t p0 = 0; p0 < npix; p0 += NR) {
-        const int nr = (int)std::min<int64_t>(NR, npix - p0);
-        for (int64_t m = mc0; m < mc1; m += MR) {
-          kr.tap(kc, Ap + m * ntaps + t0 * MR, src + p0, offs + t0, out + m * ldo + p0, ldo,
-                 (int)std::min<int64_t>(MR, M - m), nr, T(1), beta);
+    for (int64_t n0 = 0; n0 < npix; n0 += NCB) {
+      const int64_t nc = std::min(NCB, npix - n0);
+      if (pack) {
+        for (int64_t js = 0; js < nc; js += NR) {
+          const int64_t nr = std::min<int64_t>(NR, nc - js);
+          T *dst = Bp + js * kc;
+          for (int64_t t = 0; t < kc; t++, dst += NR) {
+            const T *sp = src + offs[t0 + t] + n0 + js;
+            if (nr == NR) {
+              std::memcpy(dst, sp, NR * sizeof(T));
+            } else {
+              for (int64_t j = 0; j < nr; j++) dst[j] = sp[j];
+            }
+          }
+        }
+      }
+      for (int64_t mc0 = 0; mc0 < M; mc0 += MCB) {
+        const int64_t mc1 = std::min(M, mc0 + MCB);
+        for (int64_t js = 0; js < nc; js += NR) {
+          const int nr = (int)std::min<int64_t>(NR, nc - js);
+          const T *bsrc = pack ? Bp + js * kc : src + n0 + js;
+          const int64_t *bo = pack ? poffs : offs + t0;
+          for (int64_t m = mc0; m < mc1; m += MR) {
+            kr.tap(kc, Ap + m * ntaps + t0 * MR, bsrc, bo, out + m * ldo + n0 + js, ldo,
+                   (int)std::min<int64_t>(MR, M - m), nr, T(1), beta);
+          }
         }
       }
     }
@@ -359,8 +381,10 @@ void conv2d_backward_data(const ConvGeom &g, const T *gy, const T *w, T *gx) {
     }
   });
 
-  bool any_empty = (int64_t)nph < sh * sw;
-  for (const DPhase &ph : phases) any_empty = any_empty || ph.k.empty();
+  // phase_of[e*sw + f]: index into phases of output phase (e, f), -1 when no tap reaches it.
+  std::vector<int64_t> phase_of((size_t)(sh * sw), -1);
+  for (size_t pi = 0; pi < nph; pi++)
+    if (!phases[pi].k.empty()) phase_of[phases[pi].e * sw + phases[pi].f] = (int64_t)pi;
 
   const int64_t nbatches = cdiv(g.N, nb), base = nbatches * G;
   const int64_t chunks = row_chunks(base, Cg, kr.mr);
@@ -398,31 +422,109 @@ void conv2d_backward_data(const ConvGeom &g, const T *gy, const T *w, T *gx) {
           std::fill(dst + (padT + g.P) * Wg, dst + img, T(0));
         }
       std::fill(buf + Kg * pl, buf + bufsize, T(0));
-      T *out = tls_buf<T>(1, (size_t)((m1 - m0) * pl));
-      // Phases reached by no tap (e.g. odd rows of a 1x1 stride-2 conv) get zeros.
-      if (any_empty) {
-        for (int64_t nn = 0; nn < nbc; nn++)
-          std::fill(gx + ((n0 + nn) * g.C + gi * Cg + m0) * HW, gx + ((n0 + nn) * g.C + gi * Cg + m1) * HW, T(0));
-      }
+      // All phases first, then one interleaving pass that writes every gx row once, front to back
+      // (scattering phase by phase touched each output line sh*sw times).
+      const int64_t M = m1 - m0;
+      T *out = tls_buf<T>(1, (size_t)(nph * M * pl));
       for (size_t pi = 0; pi < nph; pi++) {
-        const DPhase &ph = phases[pi];
-        const int64_t nt = (int64_t)ph.k.size();
+        const int64_t nt = (int64_t)phases[pi].k.size();
         if (nt == 0) continue;
-        tap_conv(kr, m1 - m0, wp[pi].data() + gi * Mp * nt + m0 * nt, nt, buf, offs[pi].data(), nbc * img, out, pl);
-        for (int64_t nn = 0; nn < nbc; nn++)
-          for (int64_t c = m0; c < m1; c++) {
-            T *dst = gx + ((n0 + nn) * g.C + gi * Cg + c) * HW;
-            const T *src = out + (c - m0) * pl + nn * img;
-            for (int64_t i = 0; i < ph.He; i++) {
-              T *drow = dst + (ph.e + sh * i) * g.W + ph.f;
-              const T *srow = src + i * Wg;
-              copy_scatter(drow, srow, ph.Wf, sw);
+        tap_conv(kr, M, wp[pi].data() + gi * Mp * nt + m0 * nt, nt, buf, offs[pi].data(), nbc * img,
+                 out + pi * M * pl, pl);
+      }
+      for (int64_t nn = 0; nn < nbc; nn++)
+        for (int64_t c = m0; c < m1; c++) {
+          T *dst = gx + ((n0 + nn) * g.C + gi * Cg + c) * HW;
+          for (int64_t h = 0; h < g.H; h++) {
+            T *drow = dst + h * g.W;
+            const int64_t e = h % sh, i = h / sh;
+            auto src_of = [&](int64_t f) -> const T * {
+              const int64_t pi = phase_of[e * sw + f];
+              return pi < 0 ? nullptr : out + (pi * M + c - m0) * pl + nn * img + i * Wg;
+            };
+            if (sw == 1) {
+              const T *s0 = src_of(0);
+              if (s0) std::memcpy(drow, s0, g.W * sizeof(T));
+              else std::fill(drow, drow + g.W, T(0));
+            } else if (sw == 2 && src_of(0) && src_of(1)) {
+              const T *s0 = src_of(0), *s1 = src_of(1);
+              for (int64_t j = 0; j < g.W / 2; j++) drow[2 * j] = s0[j], drow[2 * j + 1] = s1[j];
+              if (g.W % 2) drow[g.W - 1] = s0[g.W / 2];
+            } else {
+              for (int64_t f = 0; f < sw; f++) {
+                const T *sp = src_of(f);
+                for (int64_t j = 0, w = f; w < g.W; j++, w += sw) drow[w] = sp ? sp[j] : T(0);
+              }
             }
           }
-      }
+        }
     }
   });
 }
+
+namespace {
+
+// Rows of gy per task from which backward-filter uses the tap kernel instead of dot products.
+constexpr int64_t kTapRows = 32;
+
+// gw[m][t] += sum_{p<len} gy[m*lda + p] * xs[offs[t] + p] for m < M, t < ntaps, as a GEMM over
+// pixels on the (faster) tap micro-kernel: per block of PB pixels, gy is packed into MR-row
+// panels (A[p][m]) and the tap rows of x into NR-tap slivers (B[p][t], a transpose), then every
+// MR x NR tile of gw accumulates with beta = 1. The transposing pack costs ~one store per x
+// element per block, repaid when M >= kTapRows rows reuse each sliver.
+template <typename T>
+void filter_tap_block(const GemmKernels<T> &kr, int64_t M, int64_t ntaps, const T *gys, int64_t lda, const T *xs,
+                      const int64_t *offs, int64_t len, T *gw) {
+  const int MR = kr.mr, NR = kr.nr;
+  const int64_t PB = 256, Mp = cdiv(M, MR) * MR, Np = cdiv(ntaps, NR) * NR;
+  T *Ap = tls_buf<T>(2, (size_t)(Mp * PB));
+  T *Bp = tls_buf<T>(3, (size_t)(Np * PB));
+  thread_local std::vector<int64_t> poffs_v;
+  if ((int64_t)poffs_v.size() < PB) poffs_v.resize(PB);
+  int64_t *poffs = poffs_v.data();
+  for (int64_t t = 0; t < PB; t++) poffs[t] = t * NR;
+  for (int64_t p0 = 0; p0 < len; p0 += PB) {
+    const int64_t pc = std::min(PB, len - p0);
+    // Both packs write contiguously and read MR (NR) sequential streams: scattered stores (one
+    // per 96 B line) made packing cost as much as the FMAs (perf: 43% of 1x1 backward-filter).
+    const T *rows[64];
+    for (int64_t m0 = 0; m0 < Mp; m0 += MR) {
+      T *dst = Ap + m0 * pc;
+      const int mr = (int)std::min<int64_t>(MR, M - m0);
+      for (int i = 0; i < mr; i++) rows[i] = gys + (m0 + i) * lda + p0;
+      for (int64_t p = 0; p < pc; p++, dst += MR) {
+        for (int i = 0; i < mr; i++) dst[i] = rows[i][p];
+        for (int i = mr; i < MR; i++) dst[i] = T(0);
+      }
+    }
+    for (int64_t t0 = 0; t0 < Np; t0 += NR) {
+      T *const dst = Bp + t0 * pc;
+      const int nr = (int)std::min<int64_t>(NR, ntaps - t0);
+      for (int j = 0; j < nr; j++) rows[j] = xs + offs[t0 + j] + p0;
+      // 16-pixel runs per stream: the NR tap rows of a 1x1 conv sit one image plane apart and
+      // share a few L1 sets, so reading them one pixel at a time missed L1 on every load.
+      for (int64_t q0 = 0; q0 < pc; q0 += 16) {
+        const int64_t q1 = std::min(pc, q0 + 16);
+        for (int j = 0; j < nr; j++) {
+          const T *r = rows[j];
+          // More streams than the hardware prefetcher follows: fetch 4 lines ahead by hand.
+          __builtin_prefetch(r + q0 + 64);
+          for (int64_t p = q0; p < q1; p++) dst[p * NR + j] = r[p];
+        }
+        for (int j = nr; j < NR; j++)
+          for (int64_t p = q0; p < q1; p++) dst[p * NR + j] = T(0);
+      }
+    }
+    for (int64_t t0 = 0; t0 < ntaps; t0 += NR) {
+      const int nr = (int)std::min<int64_t>(NR, ntaps - t0);
+      for (int64_t m0 = 0; m0 < M; m0 += MR)
+        kr.tap(pc, Ap + m0 * pc, Bp + t0 * pc, poffs, gw + m0 * ntaps + t0, ntaps, (int)std::min<int64_t>(MR, M - m0),
+               nr, T(1), T(1));
+    }
+  }
+}
+
+}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 template <typename T>
@@ -435,20 +537,31 @@ void conv2d_backward_filter(const ConvGeom &g, const T *gy, const T *x, T *gw) {
   std::vector<int64_t> offs((size_t)ntaps + 8);
   x_offsets(g, L, inplace ? HW : L.pl, offs.data());
 
-  const int64_t chunks = row_chunks(G, Kg, kr.dmr);
+  // One group per task when there are enough groups. Otherwise split the image batches across
+  // threads (each split sums into its own gw copy, added up at the end) so every task keeps all
+  // Kg rows: the tap path's packed x slivers are reused by Kg/4 row panels, and splitting rows
+  // instead (stem: 32 rows per task) left the transposing pack at ~40% of the time. With a single
+  // batch, split rows but keep >= 32 per task.
+  const int64_t nt = num_threads(), nbatches = cdiv(g.N, L.nb);
+  const int64_t splits = G >= 2 * nt ? 1 : std::min(nt, nbatches);
+  const int64_t chunks =
+      (G >= 2 * nt || splits > 1) ? 1 : std::clamp<int64_t>(std::min<int64_t>(nt, Kg / 32), 1, 64);
   const int64_t rows = cdiv(cdiv(Kg, kr.dmr), chunks) * kr.dmr;
-  const int64_t nbatches = cdiv(g.N, L.nb);
-  // Pixel block LB x tap block TB of the input buffer (~128 KB) stays in L2 while every row
-  // quad of gy (4 x LB, in L1) sweeps it.
-  const int64_t LB = 256, TB = 128;
-  run_tasks(G * chunks, [&](int64_t task) {
+  const int64_t wsize = g.K * ntaps;
+  std::vector<T> parts((size_t)((splits - 1) * wsize));
+  // Dot path: pixel block LB x tap block TB of the input buffer (256 KB) stays in L2 while every
+  // row quad of gy (4 x LB) sweeps it. LB = 1024 rather than 256 because each dot tile ends in 8
+  // horizontal sums, which cost ~40% of a 256-long tile (L1 micro-benchmark).
+  const int64_t LB = 1024, TB = 64;
+  run_tasks(splits * G * chunks, [&](int64_t task) {
     {
-      const int64_t gi = task / chunks, ci = task % chunks;
+      const int64_t si = task / (G * chunks), gi = task / chunks % G, ci = task % chunks;
       const int64_t m0 = ci * rows, m1 = std::min(Kg, m0 + rows), M = m1 - m0;
       if (M <= 0) return;
-      T *gwg = gw + (gi * Kg + m0) * ntaps;
+      T *gwg = (si == 0 ? gw : parts.data() + (si - 1) * wsize) + (gi * Kg + m0) * ntaps;
       std::fill(gwg, gwg + M * ntaps, T(0));
-      for (int64_t bi = 0; bi < nbatches; bi++) {
+      const int64_t b_lo = si * nbatches / splits, b_hi = (si + 1) * nbatches / splits;
+      for (int64_t bi = b_lo; bi < b_hi; bi++) {
         const int64_t n0 = bi * L.nb, nbc = std::min(L.nb, g.N - n0);
         const T *xs, *gys;
         int64_t lda, len;
@@ -473,6 +586,10 @@ void conv2d_backward_filter(const ConvGeom &g, const T *gy, const T *x, T *gw) {
             }
           xs = xb, gys = gb, lda = L.pl, len = nbc * L.img;
         }
+        if (M >= kTapRows) {
+          filter_tap_block(kr, M, ntaps, gys, lda, xs, offs.data(), len, gwg);
+          continue;
+        }
         for (int64_t p0 = 0; p0 < len; p0 += LB) {
           const int64_t lb = std::min(LB, len - p0);
           for (int64_t tb0 = 0; tb0 < ntaps; tb0 += TB) {
@@ -489,6 +606,13 @@ void conv2d_backward_filter(const ConvGeom &g, const T *gy, const T *x, T *gw) {
       }
     }
   });
+  if (splits > 1)
+    parallel_for(0, wsize, 4096, [&](int64_t i0, int64_t i1) {
+      for (int64_t si = 1; si < splits; si++) {
+        const T *src = parts.data() + (si - 1) * wsize;
+        for (int64_t i = i0; i < i1; i++) gw[i] += src[i];
+      }
+    });
 }
 
 template void conv2d_forward<float>(const ConvGeom &, const float *, const float *, const float *, float *);

@@ -5,7 +5,7 @@
 // Skylake-class cores (2 FMA + 2-3 loads per cycle). 4 rows rather than the classic 6x16 because
 // every ResNeXt channel count per group (4, 8, 16, 32, 64, ... 2048) is a multiple of 4, so no row
 // of the tile is wasted on grouped convs. Partial tiles use masked loads (no reads past nr).
-// dot: 4 x 3 dot products over a contiguous axis, 12 ymm partial sums reduced horizontally once.
+// dot: 4 x 2 dot products over a contiguous axis, 8 ymm partial sums reduced horizontally once.
 //
 // Compiled with `#pragma GCC target` so the package needs no -mavx2 flag; only reached after
 // __builtin_cpu_supports("avx2") && ("fma") (gemm.cc). No std templates are instantiated below
@@ -163,42 +163,41 @@ void tap_f32(int64_t kc, const float *a, const float *b, const int64_t *offs, fl
 
 void dot_f32(int64_t len, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c, int64_t ldc,
              int mr, int nt) {
+  // 4 rows x 2 taps: 8 accumulators + 2 x + 1 y registers. The 4 x 3 version (12 accumulators)
+  // left GCC too few registers for the 7 stream pointers and spilled: 27 GFLOP/s from L1.
   // Rows/taps beyond mr/nt alias the last valid one: their sums are computed and dropped, which
   // keeps the loop branch-free without reading outside the caller's buffers.
   const float *a0 = a, *a1 = a + (mr > 1 ? 1 : 0) * lda, *a2 = a + (mr > 2 ? 2 : mr - 1) * lda,
               *a3 = a + (mr > 3 ? 3 : mr - 1) * lda;
-  if (mr == 1) a1 = a0;
-  const float *b0 = b + offs[0], *b1 = b + offs[nt > 1 ? 1 : 0], *b2 = b + offs[nt > 2 ? 2 : nt - 1];
-  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
-  __m256 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
+  const float *b0 = b + offs[0], *b1 = b + offs[nt > 1 ? 1 : 0];
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
   int64_t p = 0;
   for (; p + 8 <= len; p += 8) {
-    __m256 x0 = _mm256_loadu_ps(b0 + p), x1 = _mm256_loadu_ps(b1 + p), x2 = _mm256_loadu_ps(b2 + p);
+    const __m256 x0 = _mm256_loadu_ps(b0 + p), x1 = _mm256_loadu_ps(b1 + p);
     __m256 y = _mm256_loadu_ps(a0 + p);
-    c00 = _mm256_fmadd_ps(y, x0, c00), c01 = _mm256_fmadd_ps(y, x1, c01), c02 = _mm256_fmadd_ps(y, x2, c02);
+    c00 = _mm256_fmadd_ps(y, x0, c00), c01 = _mm256_fmadd_ps(y, x1, c01);
     y = _mm256_loadu_ps(a1 + p);
-    c10 = _mm256_fmadd_ps(y, x0, c10), c11 = _mm256_fmadd_ps(y, x1, c11), c12 = _mm256_fmadd_ps(y, x2, c12);
+    c10 = _mm256_fmadd_ps(y, x0, c10), c11 = _mm256_fmadd_ps(y, x1, c11);
     y = _mm256_loadu_ps(a2 + p);
-    c20 = _mm256_fmadd_ps(y, x0, c20), c21 = _mm256_fmadd_ps(y, x1, c21), c22 = _mm256_fmadd_ps(y, x2, c22);
+    c20 = _mm256_fmadd_ps(y, x0, c20), c21 = _mm256_fmadd_ps(y, x1, c21);
     y = _mm256_loadu_ps(a3 + p);
-    c30 = _mm256_fmadd_ps(y, x0, c30), c31 = _mm256_fmadd_ps(y, x1, c31), c32 = _mm256_fmadd_ps(y, x2, c32);
+    c30 = _mm256_fmadd_ps(y, x0, c30), c31 = _mm256_fmadd_ps(y, x1, c31);
   }
   if (p < len) {
     const __m256i m = lane_mask((int)(len - p));
-    __m256 x0 = _mm256_maskload_ps(b0 + p, m), x1 = _mm256_maskload_ps(b1 + p, m),
-           x2 = _mm256_maskload_ps(b2 + p, m);
+    const __m256 x0 = _mm256_maskload_ps(b0 + p, m), x1 = _mm256_maskload_ps(b1 + p, m);
     __m256 y = _mm256_maskload_ps(a0 + p, m);
-    c00 = _mm256_fmadd_ps(y, x0, c00), c01 = _mm256_fmadd_ps(y, x1, c01), c02 = _mm256_fmadd_ps(y, x2, c02);
+    c00 = _mm256_fmadd_ps(y, x0, c00), c01 = _mm256_fmadd_ps(y, x1, c01);
     y = _mm256_maskload_ps(a1 + p, m);
-    c10 = _mm256_fmadd_ps(y, x0, c10), c11 = _mm256_fmadd_ps(y, x1, c11), c12 = _mm256_fmadd_ps(y, x2, c12);
+    c10 = _mm256_fmadd_ps(y, x0, c10), c11 = _mm256_fmadd_ps(y, x1, c11);
     y = _mm256_maskload_ps(a2 + p, m);
-    c20 = _mm256_fmadd_ps(y, x0, c20), c21 = _mm256_fmadd_ps(y, x1, c21), c22 = _mm256_fmadd_ps(y, x2, c22);
+    c20 = _mm256_fmadd_ps(y, x0, c20), c21 = _mm256_fmadd_ps(y, x1, c21);
     y = _mm256_maskload_ps(a3 + p, m);
-    c30 = _mm256_fmadd_ps(y, x0, c30), c31 = _mm256_fmadd_ps(y, x1, c31), c32 = _mm256_fmadd_ps(y, x2, c32);
+    c30 = _mm256_fmadd_ps(y, x0, c30), c31 = _mm256_fmadd_ps(y, x1, c31);
   }
-  const __m256 acc[12] = {c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32};
+  const __m256 acc[8] = {c00, c01, c10, c11, c20, c21, c30, c31};
   for (int i = 0; i < mr; i++)
-    for (int j = 0; j < nt; j++) c[i * ldc + j] += hsum(acc[i * 3 + j]);
+    for (int j = 0; j < nt; j++) c[i * ldc + j] += hsum(acc[i * 2 + j]);
 }
 
 }  // namespace rx::cpu::avx2

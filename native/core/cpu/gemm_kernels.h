@@ -54,7 +54,7 @@ void gemm_serial(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, con
 
 // ISA entry points (defined only when the compiler supports the target attribute).
 namespace avx2 {
-constexpr int kMR = 4, kNR = 24, kDMR = 4, kDNT = 3;
+constexpr int kMR = 4, kNR = 24, kDMR = 4, kDNT = 2;
 void tap_f32(int64_t kc, const float *a, const float *b, const int64_t *offs, float *c, int64_t ldc, int mr, int nr,
              float alpha, float beta);
 void dot_f32(int64_t len, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c, int64_t ldc,
