@@ -87,3 +87,12 @@ describe('errors', () => {
     }
   });
 });
+
+test('an error found by a queued kernel surfaces at the next sync, once, and the queue keeps working', () => {
+  const logits = rx.randn([2, 3]);
+  const bad = rx.tensor(Int32Array.from([0, 7]), [2]);
+  const loss = rx.crossEntropy(logits, bad); // queued: the kernel finds the bad index later
+  expect(() => loss.dataSync()).toThrow(expect.objectContaining({ code: 'ERR_ARG', message: expect.stringMatching(/targets\[1\].*received 7/) }));
+  expect(Array.from(rx.relu(rx.tensor([-1, 2])).dataSync())).toEqual([0, 2]);
+  for (const t of [logits, bad, loss]) t.dispose();
+});

@@ -177,7 +177,7 @@ export function matmul(a: Tensor, b: Tensor, options?: { transposeA?: boolean; t
 
 export type Targets = Tensor | Int32Array | number[];
 
-function targetsTensor(op: string, targets: Targets, device: 'cpu' | 'cuda'): [Tensor, boolean] {
+function targetsTensor(op: string, targets: Targets, device: 'cpu' | 'cuda', classes: number): [Tensor, boolean] {
   if (targets instanceof Tensor) {
     H(op, 'targets', targets);
     return [targets, false];
@@ -186,6 +186,8 @@ function targetsTensor(op: string, targets: Targets, device: 'cpu' | 'cuda'): [T
     const arr = targets instanceof Int32Array ? targets : Int32Array.from(targets);
     if (Array.isArray(targets) && !targets.every((v) => Number.isInteger(v)))
       fail('ERR_ARG', op, 'targets', 'integer class indices', describe(targets));
+    for (let i = 0; i < arr.length; i++)
+      if (arr[i] < 0 || arr[i] >= classes) fail('ERR_ARG', op, `targets[${i}]`, `a class index in [0, ${classes - 1}]`, String(arr[i]));
     return [tensor(arr, [arr.length], { dtype: 'int32', device }), true];
   }
   fail('ERR_ARG', op, 'targets', 'class indices as an array, an Int32Array or an int32 Tensor', describe(targets));
@@ -200,7 +202,7 @@ export function crossEntropy(logits: Tensor, targets: Targets, options?: { label
   const o = opts(op, options);
   const smoothing = num(op, 'labelSmoothing', o.labelSmoothing, 0);
   const lh = H(op, 'logits', logits);
-  const [t, owned] = targetsTensor(op, targets, logits.device);
+  const [t, owned] = targetsTensor(op, targets, logits.device, logits.shape[1] ?? 0);
   try {
     const [l, p] = native.crossEntropyForward(lh, t.handle, smoothing);
     const loss = T(l);

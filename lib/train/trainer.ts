@@ -66,6 +66,8 @@ export interface FitOptions {
   signal?: AbortSignal;
   /** Continue from the latest checkpoint in checkpointDir (true) or from a given checkpoint path. */
   resume?: boolean | string;
+  /** Called after every step with its loss (e.g. to stop early through an AbortController). */
+  onStep?: (info: { step: number; epoch: number; batch: number; loss: number; lr: number }) => void;
 }
 
 export interface EpochMetrics {
@@ -215,6 +217,7 @@ export class Trainer {
           epoch, epochs, step: batchIndex, steps, loss: lossSum / seen, acc: correct / seen, lr,
           imgPerSec: seen / Math.max(sec, 1e-9), etaSec: ((steps - batchIndex) * sec) / Math.max(1, done),
         });
+        options.onStep?.({ step: this.step, epoch, batch: batchIndex, loss: lv, lr });
         if (this.step % logEvery === 0) this.log({ type: 'step', step: this.step, epoch, batch: batchIndex, loss: lv, lr, imgPerSec: seen / Math.max(sec, 1e-9) });
         if (this.o.checkpointEvery && this.step % this.o.checkpointEvery === 0 && batchIndex < steps) await this.save(epoch, batchIndex, history);
       }
