@@ -22,3 +22,6 @@ export { cudaAvailable, cudaStatus, deviceInfo, type CudaStatus, type DeviceInfo
 export * as nn from './nn';
 export * as models from './models';
 export * as optim from './optim';
+export * as train from './train';
+export * as data from './data';
+export * as io from './io';

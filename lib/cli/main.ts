@@ -157,10 +157,11 @@ async function train(argv: string[]): Promise<number> {
   const dev = device(f);
   const seed = intFlag('seed', f.seed as string | undefined, 0)!;
   const datasetName = (f.dataset as string | undefined) ?? 'synthetic';
-  const splits = await loadData(datasetName, f.data as string | undefined, {
+  const dataOptions = {
     size: intFlag('size', f.size as string | undefined), synthetic: intFlag('synthetic-size', f['synthetic-size'] as string | undefined),
     limitTrain: intFlag('limit-train', f['limit-train'] as string | undefined), limitTest: intFlag('limit-test', f['limit-test'] as string | undefined), seed,
-  });
+  };
+  const splits = await loadData(datasetName, f.data as string | undefined, dataOptions);
   const batchSize = intFlag('batch-size', f['batch-size'] as string | undefined, 128)!;
   const workers = intFlag('workers', f.workers as string | undefined);
   const trainLoader = new rx.data.DataLoader(splits.train, { batchSize, shuffle: true, seed, transforms: splits.trainTransforms, workers });
@@ -203,7 +204,7 @@ async function train(argv: string[]): Promise<number> {
     model, optimizer, schedule, device: dev, labelSmoothing: numFlag('label-smoothing', f['label-smoothing'] as string | undefined, 0),
     checkpointDir: f['checkpoint-dir'] as string | undefined, checkpointEvery: intFlag('checkpoint-every', f['checkpoint-every'] as string | undefined),
     logFile: f.log as string | undefined, progress: f['no-progress'] ? false : 'auto', dataSeed: seed,
-    modelSpec: { ...spec, dataset: datasetName, data: f.data ?? null } as unknown as Record<string, unknown>,
+    modelSpec: { ...spec, dataset: datasetName, data: f.data ?? null, dataOptions } as unknown as Record<string, unknown>,
   });
   const t0 = Date.now();
   try {
@@ -233,13 +234,17 @@ async function evaluate(argv: string[]): Promise<number> {
   if (!ckPath) throw new UsageError("--checkpoint expected a checkpoint directory (from 'resnext train --checkpoint-dir'), received none");
   const dev = device(f);
   const dir = rx.train.resolveCheckpoint(ckPath);
-  const state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as { modelSpec?: ModelSpec & { dataset?: string; data?: string } };
+  const state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as {
+    modelSpec?: ModelSpec & { dataset?: string; data?: string; dataOptions?: { size?: number; synthetic?: number; seed?: number } };
+  };
   const spec = state.modelSpec;
   if (!spec?.builder) throw new ResnextError(`eval: ${dir}/state.json expected a modelSpec (written by 'resnext train'), received none`, 'ERR_IO');
   const datasetName = (f.dataset as string | undefined) ?? spec.dataset ?? 'synthetic';
+  // The same data as in training unless flags say otherwise (synthetic data depends on size and seed).
+  const trained = datasetName === spec.dataset ? (spec.dataOptions ?? {}) : {};
   const splits = await loadData(datasetName, (f.data as string | undefined) ?? spec.data ?? undefined, {
-    size: intFlag('size', f.size as string | undefined), limitTest: intFlag('limit-test', f['limit-test'] as string | undefined),
-    seed: intFlag('seed', f.seed as string | undefined, 0),
+    size: intFlag('size', f.size as string | undefined) ?? trained.size, synthetic: trained.synthetic,
+    limitTest: intFlag('limit-test', f['limit-test'] as string | undefined), seed: intFlag('seed', f.seed as string | undefined) ?? trained.seed ?? 0,
   });
   const model = buildModel(spec, 'none');
   const weights = await rx.io.loadSafetensors(path.join(dir, 'model.safetensors'));

@@ -49,17 +49,23 @@ function transpileWorker(): string | null {
   const dir = path.join(os.tmpdir(), `resnext-data-worker-${hash.digest('hex').slice(0, 16)}`);
   const entry = path.join(dir, 'data', 'worker.js');
   if (!fs.existsSync(entry)) {
+    // Build in a private folder, then rename it into place in one step: parallel test processes
+    // must never see a half-written folder (worker.js present, a module it requires not yet).
+    const tmp = `${dir}.${process.pid}.${Date.now()}.tmp`;
     for (const [f, s] of files) {
-      const out = path.join(dir, path.relative(libRoot, f)).replace(/\.ts$/, '.js');
+      const out = path.join(tmp, path.relative(libRoot, f)).replace(/\.ts$/, '.js');
       const js = ts.transpileModule(s, {
         compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
         fileName: f,
       }).outputText;
       fs.mkdirSync(path.dirname(out), { recursive: true });
-      // write-then-rename: concurrent test processes may build the same folder
-      const tmp = `${out}.${process.pid}.tmp`;
-      fs.writeFileSync(tmp, js);
-      fs.renameSync(tmp, out);
+      fs.writeFileSync(out, js);
+    }
+    try {
+      fs.renameSync(tmp, dir);
+    } catch {
+      // another process won the race with identical content
+      fs.rmSync(tmp, { recursive: true, force: true });
     }
   }
   return entry;

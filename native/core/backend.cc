@@ -48,7 +48,11 @@ const CudaLoadResult &load_cuda_backend(const std::string &library_path) {
     void *h = dlopen(library_path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!h) {
       const char *e = dlerror();
-      result.reason = std::string("could not load ") + library_path + ": " + (e ? e : "unknown error");
+      std::string msg = e ? e : "unknown error";
+      result.reason = "could not load " + library_path + ": " + msg;
+      if (msg.find("libcudnn") != std::string::npos || msg.find("libcublas") != std::string::npos)
+        result.reason += " (install cuDNN 9 and cuBLAS for CUDA 13: apt packages cudnn9-cuda-13 and libcublas-13-0, or pip "
+                         "nvidia-cudnn-cu13 and nvidia-cublas with their lib folders on LD_LIBRARY_PATH)";
       return;
     }
     auto entry = reinterpret_cast<BackendEntryFn>(dlsym(h, kCudaEntryName));

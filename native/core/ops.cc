@@ -298,9 +298,12 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr> batch_norm_forward(const Tensor &x, 
   check_float(op, "input", x);
   check_ndim(op, "input", x, 4, "tensor [N, C, H, W]");
   int64_t C = x.dim(1);
+  // Mixed precision: bfloat16 activations keep float32 BN parameters and statistics.
+  DType pdt = x.dtype() == DType::BF16 ? DType::F32 : x.dtype();
   for (auto [name, t] : {std::pair<const char *, const Tensor *>{"weight", &gamma}, {"bias", &beta},
                          {"runningMean", &running_mean}, {"runningVar", &running_var}}) {
-    check_like(op, name, *t, x);
+    check_same_device(op, name, *t, x.device());
+    check_same_dtype(op, name, *t, pdt);
     check_shape(op, name, *t, {C});
   }
   if (a.act == BnAct::AddReLU) {
@@ -314,8 +317,8 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr> batch_norm_forward(const Tensor &x, 
   if (a.training && x.numel() / C <= 1)
     fail(ErrorCode::Shape, op, "input", "more than one value per channel in training mode", shape_str(x.shape()));
   auto y = empty(x.shape(), x.dtype(), x.device());
-  auto sm = empty({C}, x.dtype(), x.device());
-  auto si = empty({C}, x.dtype(), x.device());
+  auto sm = empty({C}, pdt, x.device());
+  auto si = empty({C}, pdt, x.device());
   Tensor rm = running_mean, rv = running_var;
   run(x.device(), [=, r = opt(a.act == BnAct::AddReLU ? residual : nullptr)]() mutable {
     be(x).batch_norm_forward(x, gamma, beta, ptr(r), rm, rv, *y, *sm, *si, a);
@@ -337,8 +340,8 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr, TensorPtr> batch_norm_backward(
   check_shape(op, "saveMean", save_mean, {C});
   check_shape(op, "saveInvstd", save_invstd, {C});
   auto gx = empty(x.shape(), x.dtype(), x.device());
-  auto gg = empty({C}, x.dtype(), x.device());
-  auto gb = empty({C}, x.dtype(), x.device());
+  auto gg = empty({C}, gamma.dtype(), x.device());
+  auto gb = empty({C}, gamma.dtype(), x.device());
   TensorPtr gr = a.act == BnAct::AddReLU ? empty(x.shape(), x.dtype(), x.device()) : nullptr;
   run(x.device(), [=] { be(x).batch_norm_backward(gy, x, y, gamma, save_mean, save_invstd, *gx, *gg, *gb, gr.get(), a); });
   return {gx, gg, gb, gr};
