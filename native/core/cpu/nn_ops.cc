@@ -41,6 +41,122 @@ void CpuBackend::conv2d_backward_filter(const Tensor &gy, const Tensor &x, Tenso
                     [&] { cpu::conv2d_backward_filter<T>(g, gy.data<T>(), x.data<T>(), gw.data<T>()); });
 }
 
+// ---- batch norm plane kernels -------------------------------------------------------------
+// Each works on one contiguous H*W plane of one channel. Reductions keep kLanes independent
+// partial sums, so the compiler vectorises them without reassociating one long chain (the
+// result is still deterministic: it depends only on H*W). The float versions are compiled for
+// AVX2 and a baseline, picked at load time (target_clones).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define RX_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define RX_CLONES
+#endif
+
+namespace {
+constexpr int kLanes = 16;
+
+template <typename T>
+inline void plane_sum(const T *p, int64_t n, T *acc) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; l++) acc[l] += p[i + l];
+  for (; i < n; i++) acc[i % kLanes] += p[i];
+}
+template <typename T>
+inline void plane_sqdev(const T *p, int64_t n, T mean, T *acc) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; l++) {
+      T d = p[i + l] - mean;
+      acc[l] += d * d;
+    }
+  for (; i < n; i++) acc[i % kLanes] += (p[i] - mean) * (p[i] - mean);
+}
+template <typename T>
+inline void plane_apply(const T *p, const T *r, T *q, int64_t n, T scale, T shift, int act) {
+  if (act == 0)
+    for (int64_t i = 0; i < n; i++) q[i] = p[i] * scale + shift;
+  else if (act == 1)
+    for (int64_t i = 0; i < n; i++) q[i] = std::max(p[i] * scale + shift, T(0));
+  else
+    for (int64_t i = 0; i < n; i++) q[i] = std::max(p[i] * scale + shift + r[i], T(0));
+}
+// Sums of g and g * (x - mean), g = gy masked by y > 0 when relu.
+template <typename T>
+inline void plane_bwd_reduce(const T *g, const T *p, const T *q, int64_t n, T mean, bool relu, T *a1, T *a2) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; l++) {
+      T gi = (!relu || q[i + l] > T(0)) ? g[i + l] : T(0);
+      a1[l] += gi;
+      a2[l] += gi * (p[i + l] - mean);
+    }
+  for (; i < n; i++) {
+    T gi = (!relu || q[i] > T(0)) ? g[i] : T(0);
+    a1[i % kLanes] += gi;
+    a2[i % kLanes] += gi * (p[i] - mean);
+  }
+}
+template <typename T>
+inline void plane_bwd_apply(const T *g, const T *p, const T *q, T *o, T *r, int64_t n, T k, T mg, T mgx, T mean,
+                            bool relu, bool training) {
+  for (int64_t i = 0; i < n; i++) {
+    T gi = (!relu || q[i] > T(0)) ? g[i] : T(0);
+    if (r) r[i] = gi;
+    // training: gamma*inv*(g - mean(g) - (x - mean)*inv^2*mean(g*(x - mean))); eval: gamma*inv*g
+    o[i] = training ? k * (gi - mg - (p[i] - mean) * mgx) : k * gi;
+  }
+}
+
+RX_CLONES void plane_sum_f32(const float *p, int64_t n, float *acc) { plane_sum(p, n, acc); }
+RX_CLONES void plane_sqdev_f32(const float *p, int64_t n, float mean, float *acc) { plane_sqdev(p, n, mean, acc); }
+RX_CLONES void plane_apply_f32(const float *p, const float *r, float *q, int64_t n, float scale, float shift, int act) {
+  plane_apply(p, r, q, n, scale, shift, act);
+}
+RX_CLONES void plane_bwd_reduce_f32(const float *g, const float *p, const float *q, int64_t n, float mean, bool relu,
+                                    float *a1, float *a2) {
+  plane_bwd_reduce(g, p, q, n, mean, relu, a1, a2);
+}
+RX_CLONES void plane_bwd_apply_f32(const float *g, const float *p, const float *q, float *o, float *r, int64_t n, float k,
+                                   float mg, float mgx, float mean, bool relu, bool training) {
+  plane_bwd_apply(g, p, q, o, r, n, k, mg, mgx, mean, relu, training);
+}
+
+// Dispatch: float goes through the cloned entry points, double through the templates.
+inline void bn_sum(const float *p, int64_t n, float *acc) { plane_sum_f32(p, n, acc); }
+inline void bn_sum(const double *p, int64_t n, double *acc) { plane_sum(p, n, acc); }
+inline void bn_sqdev(const float *p, int64_t n, float m, float *acc) { plane_sqdev_f32(p, n, m, acc); }
+inline void bn_sqdev(const double *p, int64_t n, double m, double *acc) { plane_sqdev(p, n, m, acc); }
+inline void bn_apply(const float *p, const float *r, float *q, int64_t n, float sc, float sh, int act) {
+  plane_apply_f32(p, r, q, n, sc, sh, act);
+}
+inline void bn_apply(const double *p, const double *r, double *q, int64_t n, double sc, double sh, int act) {
+  plane_apply(p, r, q, n, sc, sh, act);
+}
+inline void bn_bwd_reduce(const float *g, const float *p, const float *q, int64_t n, float m, bool relu, float *a1, float *a2) {
+  plane_bwd_reduce_f32(g, p, q, n, m, relu, a1, a2);
+}
+inline void bn_bwd_reduce(const double *g, const double *p, const double *q, int64_t n, double m, bool relu, double *a1,
+                          double *a2) {
+  plane_bwd_reduce(g, p, q, n, m, relu, a1, a2);
+}
+inline void bn_bwd_apply(const float *g, const float *p, const float *q, float *o, float *r, int64_t n, float k, float mg,
+                         float mgx, float m, bool relu, bool tr) {
+  plane_bwd_apply_f32(g, p, q, o, r, n, k, mg, mgx, m, relu, tr);
+}
+inline void bn_bwd_apply(const double *g, const double *p, const double *q, double *o, double *r, int64_t n, double k,
+                         double mg, double mgx, double m, bool relu, bool tr) {
+  plane_bwd_apply(g, p, q, o, r, n, k, mg, mgx, m, relu, tr);
+}
+
+template <typename T>
+double lanes_total(const T *acc) {
+  double s = 0;
+  for (int l = 0; l < kLanes; l++) s += acc[l];
+  return s;
+}
+}  // namespace
+
 void CpuBackend::batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta, const Tensor *residual,
                                     Tensor &running_mean, Tensor &running_var, Tensor &y, Tensor &save_mean,
                                     Tensor &save_invstd, const BatchNormArgs &a) {
@@ -54,20 +170,19 @@ void CpuBackend::batch_norm_forward(const Tensor &x, const Tensor &gamma, const 
       for (int64_t c = c0; c < c1; c++) {
         double mean, invstd;
         if (a.training) {
+          // Two passes (mean, then squared deviations): stable for large means.
           double s = 0;
           for (int64_t n = 0; n < N; n++) {
-            const T *p = px + (n * C + c) * HW;
-            T part = 0;
-            for (int64_t i = 0; i < HW; i++) part += p[i];
-            s += part;
+            T acc[kLanes] = {};
+            bn_sum(px + (n * C + c) * HW, HW, acc);
+            s += lanes_total(acc);
           }
           mean = s / M;
           double v = 0;
           for (int64_t n = 0; n < N; n++) {
-            const T *p = px + (n * C + c) * HW;
-            T part = 0, mu = (T)mean;
-            for (int64_t i = 0; i < HW; i++) part += (p[i] - mu) * (p[i] - mu);
-            v += part;
+            T acc[kLanes] = {};
+            bn_sqdev(px + (n * C + c) * HW, HW, (T)mean, acc);
+            v += lanes_total(acc);
           }
           double var = v / M;  // biased for normalisation
           invstd = 1.0 / std::sqrt(var + a.eps);
@@ -83,16 +198,7 @@ void CpuBackend::batch_norm_forward(const Tensor &x, const Tensor &gamma, const 
         T scale = (T)(pg[c] * invstd), shift = (T)(pb[c] - mean * pg[c] * invstd);
         for (int64_t n = 0; n < N; n++) {
           int64_t off = (n * C + c) * HW;
-          const T *p = px + off;
-          T *q = py + off;
-          if (a.act == BnAct::None) {
-            for (int64_t i = 0; i < HW; i++) q[i] = p[i] * scale + shift;
-          } else if (a.act == BnAct::ReLU) {
-            for (int64_t i = 0; i < HW; i++) q[i] = std::max(p[i] * scale + shift, T(0));
-          } else {
-            const T *r = pr + off;
-            for (int64_t i = 0; i < HW; i++) q[i] = std::max(p[i] * scale + shift + r[i], T(0));
-          }
+          bn_apply(px + off, pr ? pr + off : nullptr, py + off, HW, scale, shift, (int)a.act);
         }
       }
     });
@@ -116,15 +222,10 @@ void CpuBackend::batch_norm_backward(const Tensor &gy, const Tensor &x, const Te
         double sg = 0, sgx = 0;
         for (int64_t n = 0; n < N; n++) {
           int64_t off = (n * C + c) * HW;
-          const T *g = pgy + off, *p = px + off, *q = py + off;
-          T a1 = 0, a2 = 0;
-          for (int64_t i = 0; i < HW; i++) {
-            T gi = (!relu || q[i] > T(0)) ? g[i] : T(0);
-            a1 += gi;
-            a2 += gi * (p[i] - mean);
-          }
-          sg += a1;
-          sgx += a2;
+          T a1[kLanes] = {}, a2[kLanes] = {};
+          bn_bwd_reduce(pgy + off, px + off, py + off, HW, mean, relu, a1, a2);
+          sg += lanes_total(a1);
+          sgx += lanes_total(a2);
         }
         pgb[c] = (T)sg;
         pgg[c] = (T)(sgx * inv);
@@ -132,15 +233,8 @@ void CpuBackend::batch_norm_backward(const Tensor &gy, const Tensor &x, const Te
         T mg = (T)(sg / M), mgx = (T)(sgx * inv * inv / M);
         for (int64_t n = 0; n < N; n++) {
           int64_t off = (n * C + c) * HW;
-          const T *g = pgy + off, *p = px + off, *q = py + off;
-          T *o = pgx + off;
-          T *r = pgr ? pgr + off : nullptr;
-          for (int64_t i = 0; i < HW; i++) {
-            T gi = (!relu || q[i] > T(0)) ? g[i] : T(0);
-            if (r) r[i] = gi;
-            // training: gamma*inv*(g - mean(g) - xhat*mean(g*xhat)); eval: gamma*inv*g
-            o[i] = a.training ? k * (gi - mg - (p[i] - mean) * mgx) : k * gi;
-          }
+          bn_bwd_apply(pgy + off, px + off, py + off, pgx + off, pgr ? pgr + off : nullptr, HW, k, mg, mgx, mean, relu,
+                       a.training);
         }
       }
     });

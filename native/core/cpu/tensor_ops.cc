@@ -253,6 +253,17 @@ void CpuBackend::relu_backward(const Tensor &gy, const Tensor &y, Tensor &gx) {
 }
 
 void CpuBackend::binary(BinaryOp op, const Tensor &a, const Tensor &b, Tensor &out) {
+  if (a.shape() == out.shape() && b.shape() == out.shape() && op == BinaryOp::Add) {
+    // The common case (gradient accumulation): split the flat range across threads.
+    RX_DISPATCH_FLOAT(a.dtype(), "add", [&] {
+      const T *pa = a.data<T>(), *pb = b.data<T>();
+      T *po = out.data<T>();
+      parallel_for(0, out.numel(), kGrain, [&](int64_t s, int64_t e) {
+        for (int64_t i = s; i < e; i++) po[i] = pa[i] + pb[i];
+      });
+    });
+    return;
+  }
   Iter it = coalesce(out.shape(), {broadcast_strides(out.shape(), out.shape()), broadcast_strides(a.shape(), out.shape()),
                                    broadcast_strides(b.shape(), out.shape())});
   RX_DISPATCH_FLOAT(a.dtype(), "binary", [&] {
