@@ -4,6 +4,7 @@
  * addon object directly except through `native`.
  */
 import * as path from 'node:path';
+import { addonKind, explainAddonLoadError, explainMissingAddon } from './diagnose';
 import { ResnextError } from './errors';
 
 export type DTypeName = 'float32' | 'float64' | 'int32' | 'bfloat16';
@@ -84,19 +85,30 @@ export const packageRoot = path.resolve(__dirname, '..', '..');
 function load(): { addon: NativeAddon; file: string } {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const gypBuild = require('node-gyp-build') as { (dir: string): unknown; resolve(dir: string): string };
+  const where = `${process.platform}-${process.arch} (node ${process.version}, N-API ${process.versions.napi})`;
   let file: string;
   try {
+    // build/Release (a source build) first, then prebuilds/<platform>-<arch>/*.node matching
+    // this runtime, N-API and libc. No install script needs to have run.
     file = gypBuild.resolve(packageRoot);
   } catch (e) {
     throw new ResnextError(
-      `resnext: no native addon found for ${process.platform}-${process.arch} (node ${process.version}, ` +
-        `N-API ${process.versions.napi}): expected a prebuild in prebuilds/ or a source build in build/Release; ` +
-        `run \`npm rebuild resnext\` (needs cmake and a C++17 compiler). Cause: ${(e as Error).message}`,
+      `resnext: no native addon found for ${where}: ${explainMissingAddon(packageRoot)}. ` + `Cause: ${(e as Error).message}`,
       'ERR_LOAD',
     );
   }
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const addon = require(file) as NativeAddon;
+  let addon: NativeAddon;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    addon = require(file) as NativeAddon;
+  } catch (e) {
+    const msg = (e as Error).message;
+    throw new ResnextError(
+      `resnext: the native addon ${file} (${addonKind(file, packageRoot)}) could not be loaded on ${where}: ${msg}. ` +
+        explainAddonLoadError(file, packageRoot, msg),
+      'ERR_LOAD',
+    );
+  }
   addon.setErrorClass(ResnextError);
   return { addon, file };
 }
@@ -105,3 +117,5 @@ const loaded = load();
 export const native: NativeAddon = loaded.addon;
 /** The path of the loaded addon binary (for diagnostics). */
 export const addonPath: string = loaded.file;
+/** Whether that binary is one of the package's prebuilds or a source build (build/Release). */
+export const addonSource = addonKind(loaded.file, packageRoot);

@@ -43,3 +43,13 @@ export function describe(v: unknown): string {
   if (typeof v === 'function') return 'a function';
   return `an object (${(v as object).constructor?.name ?? 'Object'})`;
 }
+
+/**
+ * The kind of a typed array, by its tag rather than instanceof: arrays made in another realm
+ * (a worker thread's message, a vm context such as jest's) fail instanceof but are the same kind.
+ */
+export function typedArrayKind(v: unknown): 'Float32Array' | 'Float64Array' | 'Int32Array' | 'other' | null {
+  if (!ArrayBuffer.isView(v)) return null;
+  const tag = Object.prototype.toString.call(v).slice(8, -1);
+  return tag === 'Float32Array' || tag === 'Float64Array' || tag === 'Int32Array' ? tag : 'other';
+}

@@ -3,7 +3,7 @@
  * max and global-average pooling, linear / matmul, cross-entropy, top-k, and the SGD update.
  * Each forward sits next to its gradient.
  */
-import { describe, fail } from '../native/errors';
+import { describe, fail, typedArrayKind } from '../native/errors';
 import { native } from '../native/addon';
 import { defineGradient, needsGrad, record } from '../autograd/engine';
 import { tensor } from '../tensor/create';
@@ -182,8 +182,9 @@ function targetsTensor(op: string, targets: Targets, device: 'cpu' | 'cuda', cla
     H(op, 'targets', targets);
     return [targets, false];
   }
-  if (targets instanceof Int32Array || Array.isArray(targets)) {
-    const arr = targets instanceof Int32Array ? targets : Int32Array.from(targets);
+  const isInt32 = typedArrayKind(targets) === 'Int32Array';
+  if (isInt32 || Array.isArray(targets)) {
+    const arr = isInt32 ? (targets as Int32Array) : Int32Array.from(targets as number[]);
     if (Array.isArray(targets) && !targets.every((v) => Number.isInteger(v)))
       fail('ERR_ARG', op, 'targets', 'integer class indices', describe(targets));
     for (let i = 0; i < arr.length; i++)

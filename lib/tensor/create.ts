@@ -4,7 +4,7 @@
  * are reproducible, independent of thread count, and the state is two numbers that a
  * checkpoint can save (getRngState / setRngState).
  */
-import { describe, fail } from '../native/errors';
+import { describe, fail, typedArrayKind } from '../native/errors';
 import { native } from '../native/addon';
 import { ensureDevice } from '../native/cuda';
 import { Tensor, type Device, type DType, type TypedArray } from './tensor';
@@ -94,7 +94,7 @@ export function tensor(data: ArrayLike<number> | number | unknown[], shape?: num
   }
   const dtype = checkDType(
     op,
-    o.dtype ?? (data instanceof Float64Array ? 'float64' : data instanceof Int32Array ? 'int32' : 'float32'),
+    o.dtype ?? (typedArrayKind(data) === 'Float64Array' ? 'float64' : typedArrayKind(data) === 'Int32Array' ? 'int32' : 'float32'),
   );
   const s = shape === undefined ? inferred : checkShape(op, shape);
   const n = s.reduce((a, b) => a * b, 1);
@@ -109,7 +109,7 @@ export function tensor(data: ArrayLike<number> | number | unknown[], shape?: num
     return finish(new Tensor(h), op, o);
   }
   const Ctor = dtype === 'float32' ? Float32Array : dtype === 'float64' ? Float64Array : Int32Array;
-  const typed: TypedArray = values instanceof Ctor ? (values as TypedArray) : Ctor.from(values as ArrayLike<number>);
+  const typed: TypedArray = typedArrayKind(values) === Ctor.name ? (values as TypedArray) : Ctor.from(values as ArrayLike<number>);
   return finish(new Tensor(native.fromData(typed, s, dtype, device)), op, o);
 }
 
