@@ -53,7 +53,8 @@ export function modelSpecFromFlags(name: string, f: Record<string, string | bool
       builder: 'resnext29',
       options: {
         cardinality: int('cardinality', s('cardinality'), 4), width: int('width', s('width'), 4), stemChannels: int('stem-channels', s('stem-channels'), 16),
-        stageChannels: stages, blocksPerStage: int('blocks', s('blocks'), 3), numClasses, inChannels, zeroInitResidual: !!f['zero-init-residual'],
+        stageChannels: stages, blocksPerStage: int('blocks', s('blocks'), 3), stemStride: int('stem-stride', s('stem-stride'), 1),
+        numClasses, inChannels, zeroInitResidual: !!f['zero-init-residual'],
       },
     };
   }
