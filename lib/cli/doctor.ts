@@ -106,8 +106,9 @@ function readJson(file: string): Record<string, unknown> | null {
 
 /** The first clause of a long reason, for the verdict line. */
 function short(reason: string): string {
-  const cut = reason.search(/ \(|: |; |\. /);
-  const s = cut > 20 ? reason.slice(0, cut) : reason;
+  reason = reason.replace(/^could not load \S+: /, '');
+  const cut = [...reason.matchAll(/ \(|: |; |\. /g)].find((m) => (m.index ?? 0) > 20)?.index;
+  const s = cut ? reason.slice(0, cut) : reason;
   return s.length > 140 ? `${s.slice(0, 137)}...` : s;
 }
 
@@ -236,7 +237,7 @@ export function formatReport(r: DoctorReport): string {
     row('', `${c.package.name}: ${c.package.installed ? `installed (${c.package.version})` : 'not installed'}`);
     for (const l of c.libraries) {
       if (l.onLoaderPath) row('', `${l.name.padEnd(18)} found: ${l.path} (${l.via})`);
-      else if (l.path) row('', `${l.name.padEnd(18)} off the loader path: ${l.path}; fix: ${l.fix}`);
+      else if (l.path) row('', `${l.name.padEnd(18)} off the loader path: ${l.path}; ${l.fix}`);
       else row('', `${l.name.padEnd(18)} missing (searched ${l.searched.join(', ')}); fix: ${l.fix}`);
     }
   }

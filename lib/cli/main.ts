@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ResnextError } from '../native/errors';
 import * as rx from '../index';
+import { doctorCommand } from './doctor';
 import { buildModel, DATASETS, intFlag, loadData, MODEL_NAMES, type ModelSpec, modelSpecFromFlags, numFlag, UsageError } from './args';
 
 const HELP: Record<string, string> = {
@@ -20,6 +21,7 @@ Commands:
   train   train a model on a dataset (checkpoints, resume, progress, JSONL log)
   eval    evaluate a checkpoint on a dataset's test split
   info    per-layer and total parameters and multiply-adds of a model
+  doctor  check the installation: native binary, CPU features, CUDA libraries, GPU
   help    show help for a command: resnext help train
 
 Run 'resnext <command> --help' for the options of a command.`,
@@ -309,14 +311,16 @@ export async function main(argv: string[]): Promise<number> {
       return evaluate(rest);
     case 'info':
       return info(rest);
+    case 'doctor':
+      return doctorCommand(rest);
     case 'help':
-      return help(rest[0]);
+      return rest[0] === 'doctor' ? doctorCommand(['--help']) : help(rest[0]);
     case undefined:
     case '-h':
     case '--help':
       return help();
     default:
-      throw new UsageError(`unknown command "${cmd}": expected train, eval, info or help`);
+      throw new UsageError(`unknown command "${cmd}": expected train, eval, info, doctor or help`);
   }
 }
 

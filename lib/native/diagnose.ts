@@ -318,9 +318,8 @@ export const CUDA_DEPENDENCIES: { name: string; what: string; install: string }[
 
 function onPathFix(dir: string): string {
   return (
-    `it is in ${dir}, where the dynamic loader does not look: start node with ` +
-    `LD_LIBRARY_PATH=${dir}\${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} (the loader reads it at process start, ` +
-    `so setting process.env inside node is too late), or add ${dir} to a file in /etc/ld.so.conf.d/ and run \`sudo ldconfig\``
+    `the dynamic loader does not look in ${dir}: start node with LD_LIBRARY_PATH=${dir}\${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} ` +
+    '(read at process start: setting process.env inside node is too late), or add the folder to a file in /etc/ld.so.conf.d/ and run `sudo ldconfig`'
   );
 }
 
@@ -442,11 +441,19 @@ export const DIAGNOSIS = '. Diagnosis: ';
  * Empty when the probes find nothing wrong.
  */
 export function explainCudaDependencies(probes: LibraryProbe[], already = ''): string {
-  return probes
-    .filter((p) => !p.onLoaderPath)
-    .map((p) => {
-      const fix = already.includes(p.fix) || (p.name === 'libcuda.so.1' && already.includes('install the NVIDIA driver')) ? '' : `: ${p.fix}`;
-      return p.path ? `${p.name} (${p.what}) is at ${p.path} but ${p.fix}` : `${p.name} (${p.what}) not found (searched ${p.searched.join(', ')})${fix}`;
-    })
-    .join('; ');
+  const parts: string[] = [];
+  for (const p of probes.filter((q) => !q.onLoaderPath && !q.path)) {
+    const fix = already.includes(p.fix) || (p.name === 'libcuda.so.1' && already.includes('install the NVIDIA driver')) ? '' : `: ${p.fix}`;
+    parts.push(`${p.name} (${p.what}) not found (searched ${p.searched.join(', ')})${fix}`);
+  }
+  const off = probes.filter((q) => !q.onLoaderPath && q.path);
+  if (off.length) {
+    const dirs = [...new Set(off.map((p) => path.dirname(p.path!)))].join(':');
+    parts.push(
+      `${off.map((p) => `${p.name} is at ${p.path}`).join(', ')}, where the dynamic loader does not look: start node with ` +
+        `LD_LIBRARY_PATH=${dirs}\${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} (read at process start: setting process.env inside node is too late), ` +
+        'or add the folders to a file in /etc/ld.so.conf.d/ and run `sudo ldconfig`',
+    );
+  }
+  return parts.join('; ');
 }

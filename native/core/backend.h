@@ -54,7 +54,9 @@ class Backend {
   // Memory. allocate throws rx::Error(ERR_OOM) when the device is full; the process goes on.
   virtual void *allocate(size_t bytes) = 0;
   virtual void deallocate(void *p, size_t bytes) = 0;
-  virtual int64_t reserved_bytes() { return 0; }  // held by a caching allocator
+  // Bytes held by a caching allocator: a device backend counts live and cached blocks, the CPU
+  // backend only its cache of free blocks (live CPU bytes are counted by the core).
+  virtual int64_t reserved_bytes() { return 0; }
   // Waits until every queued kernel has finished (a no-op for synchronous backends).
   virtual void synchronize() {}
   // A JSON object describing the device (name, memory, driver and library versions).

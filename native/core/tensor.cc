@@ -33,8 +33,10 @@ MemoryStats memory_stats(Device d) {
   s.storages = c.storages.load();
   s.bytes = c.bytes.load();
   s.peak_bytes = c.peak.load();
-  s.reserved_bytes = s.bytes;
-  if (d.type != DeviceType::CPU && backend_available(d.type)) s.reserved_bytes = backend_for(d).reserved_bytes();
+  // Reserved: live bytes plus what the allocator keeps cached for reuse. The CPU backend reports
+  // only its cache; a device backend reports everything it holds.
+  if (d.type == DeviceType::CPU) s.reserved_bytes = s.bytes + cpu_backend().reserved_bytes();
+  else s.reserved_bytes = backend_available(d.type) ? backend_for(d).reserved_bytes() : s.bytes;
   return s;
 }
 

@@ -27,6 +27,8 @@ class CpuBackend final : public Backend {
   const char *name() const override { return "cpu"; }
   void *allocate(size_t bytes) override;
   void deallocate(void *p, size_t bytes) override;
+  int64_t reserved_bytes() override;  // bytes held in the block cache
+  void release_cached();              // returns cached blocks to the system
   void fill(Tensor &t, double value) override;
   void copy(const Tensor &src, Tensor &dst) override;
   void cast(const Tensor &src, Tensor &dst) override;

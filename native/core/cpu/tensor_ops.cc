@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 
 #include "cpu_backend.h"
 #include "parallel.h"
@@ -116,15 +118,85 @@ inline uint16_t float_to_bf16(float f) {
 
 }  // namespace
 
+// Host allocations. Large blocks (activations, gradients) are recycled through a cache keyed
+// by size: a training step frees and re-allocates the same sizes every step, and going back to
+// malloc each time costs page faults and lets glibc's heap grow far past the live set (measured:
+// ~3 GB RSS for ~0.3 GB of live tensors on a small ResNeXt). RESNEXT_CPU_CACHE_MB caps the
+// cached bytes (default 1024; 0 disables the cache).
+namespace {
+constexpr size_t kCacheMin = 64 << 10;  // smaller blocks go straight to malloc
+
+struct BlockCache {
+  std::mutex m;
+  std::unordered_multimap<size_t, void *> free;
+  size_t cached = 0;
+  size_t limit = [] {
+    const char *e = std::getenv("RESNEXT_CPU_CACHE_MB");
+    return (e ? (size_t)std::strtoull(e, nullptr, 10) : 1024) << 20;
+  }();
+};
+BlockCache &block_cache() {
+  static BlockCache *c = new BlockCache();  // never destroyed: storages may outlive static teardown
+  return *c;
+}
+size_t rounded_size(size_t bytes) {
+  // 64-byte alignment for AVX-512 loads, at least one line so an empty tensor has a pointer;
+  // cached sizes round to 4 KiB so nearby sizes share blocks.
+  size_t r = std::max<size_t>(64, (bytes + 63) / 64 * 64);
+  return r >= kCacheMin ? (r + 4095) / 4096 * 4096 : r;
+}
+}  // namespace
+
 void *CpuBackend::allocate(size_t bytes) {
-  // 64-byte alignment for AVX-512 loads; at least one line so an empty tensor has a pointer.
-  size_t rounded = std::max<size_t>(64, (bytes + 63) / 64 * 64);
-  void *p = std::aligned_alloc(64, rounded);
+  size_t r = rounded_size(bytes);
+  if (r >= kCacheMin) {
+    BlockCache &c = block_cache();
+    std::lock_guard<std::mutex> g(c.m);
+    auto it = c.free.find(r);
+    if (it != c.free.end()) {
+      void *p = it->second;
+      c.free.erase(it);
+      c.cached -= r;
+      return p;
+    }
+  }
+  void *p = std::aligned_alloc(64, r);
+  if (!p && r >= kCacheMin) {
+    // Out of memory: give the cache back and try once more.
+    release_cached();
+    p = std::aligned_alloc(64, r);
+  }
   if (!p) throw Error(ErrorCode::OOM, "alloc: out of host memory allocating " + std::to_string(bytes) + " bytes");
   return p;
 }
 
-void CpuBackend::deallocate(void *p, size_t) { std::free(p); }
+void CpuBackend::deallocate(void *p, size_t bytes) {
+  size_t r = rounded_size(bytes);
+  if (r >= kCacheMin) {
+    BlockCache &c = block_cache();
+    std::lock_guard<std::mutex> g(c.m);
+    if (c.cached + r <= c.limit) {
+      c.free.emplace(r, p);
+      c.cached += r;
+      return;
+    }
+  }
+  std::free(p);
+}
+
+int64_t CpuBackend::reserved_bytes() {
+  BlockCache &c = block_cache();
+  std::lock_guard<std::mutex> g(c.m);
+  return (int64_t)c.cached;
+}
+
+void CpuBackend::release_cached() {
+  BlockCache &c = block_cache();
+  std::lock_guard<std::mutex> g(c.m);
+  for (auto &kv : c.free) std::free(kv.second);
+  c.free.clear();
+  c.cached = 0;
+}
 
 void CpuBackend::fill(Tensor &t, double value) {
   int64_t n = t.numel();
