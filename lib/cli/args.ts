@@ -89,8 +89,10 @@ export interface DataSplits {
 export async function loadData(
   name: string,
   dir: string | undefined,
-  opts: { size?: number; synthetic?: number; limitTrain?: number; limitTest?: number; seed?: number } = {},
+  opts: { size?: number; synthetic?: number; limitTrain?: number; limitTest?: number; seed?: number; augment?: string } = {},
 ): Promise<DataSplits> {
+  const augment = opts.augment ?? 'standard';
+  if (!['standard', 'flip', 'none'].includes(augment)) throw new UsageError(`--augment expected standard, flip or none, received "${augment}"`);
   if (!(DATASETS as readonly string[]).includes(name)) throw new UsageError(`--dataset expected one of ${DATASETS.join(', ')}, received "${name}"`);
   let r: DataSplits;
   switch (name as DatasetName) {
@@ -145,6 +147,9 @@ export async function loadData(
       break;
     }
   }
+  // Lighter augmentation for short schedules: keep only the flip, or nothing but normalisation.
+  if (augment !== 'standard')
+    r.trainTransforms = r.trainTransforms.filter((t) => t.type === 'normalize' || (augment === 'flip' && t.type === 'flip'));
   if (opts.limitTrain) r.train = data.take(r.train, Math.min(opts.limitTrain, r.train.length));
   if (opts.limitTest) r.test = data.take(r.test, Math.min(opts.limitTest, r.test.length));
   return r;

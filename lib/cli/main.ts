@@ -45,6 +45,7 @@ Data:
   --limit-train N         use only the first N training images
   --limit-test N          use only the first N test images
   --workers N             data worker threads (default cores - 1)
+  --augment KIND          standard (the dataset's usual crop/flip) | flip | none (default standard)
 Training:
   --epochs N              (default 5)
   --batch-size N          (default 128)
@@ -102,6 +103,7 @@ const COMMON = {
   'synthetic-size': { type: 'string' },
   'limit-train': { type: 'string' },
   'limit-test': { type: 'string' },
+  augment: { type: 'string' },
   workers: { type: 'string' },
   'batch-size': { type: 'string' },
   device: { type: 'string' },
@@ -164,6 +166,7 @@ async function train(argv: string[]): Promise<number> {
   const dataOptions = {
     size: intFlag('size', f.size as string | undefined), synthetic: intFlag('synthetic-size', f['synthetic-size'] as string | undefined),
     limitTrain: intFlag('limit-train', f['limit-train'] as string | undefined), limitTest: intFlag('limit-test', f['limit-test'] as string | undefined), seed,
+    augment: f.augment as string | undefined,
   };
   const splits = await loadData(datasetName, f.data as string | undefined, dataOptions);
   const batchSize = intFlag('batch-size', f['batch-size'] as string | undefined, 128)!;
