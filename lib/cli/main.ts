@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `resnext` command: train, eval and info (bench and doctor come with their issues).
+ * The `resnext` command: train, eval, info, bench and doctor.
  * Usage errors print what to fix and exit with status 2; other errors print the message and
  * exit with 1.
  */
@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ResnextError } from '../native/errors';
 import * as rx from '../index';
+import { benchCommand, HELP as BENCH_HELP } from './bench';
 import { doctorCommand } from './doctor';
 import { buildModel, DATASETS, intFlag, loadData, MODEL_NAMES, type ModelSpec, modelSpecFromFlags, numFlag, UsageError } from './args';
 
@@ -21,6 +22,7 @@ Commands:
   train   train a model on a dataset (checkpoints, resume, progress, JSONL log)
   eval    evaluate a checkpoint on a dataset's test split
   info    per-layer and total parameters and multiply-adds of a model
+  bench   speed and accuracy of ResNeXt at fixed multiply-adds (cardinality vs width)
   doctor  check the installation: native binary, CPU features, CUDA libraries, GPU
   help    show help for a command: resnext help train
 
@@ -77,6 +79,7 @@ Output:
   --limit-test N          use only the first N test images
   --device NAME           cpu | cuda
   --json                  print the metrics as JSON`,
+  bench: BENCH_HELP,
   info: `Usage: resnext info <model> [--input CxHxW] [--json] [model options as for train]
 
 Prints every convolution and linear layer with its output shape, parameters and
@@ -314,6 +317,8 @@ export async function main(argv: string[]): Promise<number> {
       return evaluate(rest);
     case 'info':
       return info(rest);
+    case 'bench':
+      return benchCommand(rest);
     case 'doctor':
       return doctorCommand(rest);
     case 'help':
@@ -323,7 +328,7 @@ export async function main(argv: string[]): Promise<number> {
     case '--help':
       return help();
     default:
-      throw new UsageError(`unknown command "${cmd}": expected train, eval, info, doctor or help`);
+      throw new UsageError(`unknown command "${cmd}": expected train, eval, info, bench, doctor or help`);
   }
 }
 

@@ -3,7 +3,7 @@
  * CIFAR-style ResNeXt sweep (cardinality 1, 2, 4, 8 by default) on a real dataset, several
  * seeds per cardinality. The models are ResNeXt-29-style networks scaled down so that a sweep
  * runs on a CPU (stem 16, block outputs 64/128/256, one block per stage by default); the
- * baseline is 1 x d0 and each other cardinality gets the width d whose multiply-adds at the
+ * baseline is 1 x d0 (default 1x32d) and each other cardinality gets the width d whose multiply-adds at the
  * dataset's input size are closest to the baseline's. (At this scale matching parameters, as
  * the paper's Table 2 solver does, would leave MACs up to 20% apart: the full-resolution stem
  * and stage 1 weigh more in MACs than in parameters.)
