@@ -195,3 +195,27 @@ describe('state dicts', () => {
     m.dispose();
   });
 });
+
+test('a model state dict saved as safetensors and loaded into a fresh model gives identical outputs', async () => {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  rx.manualSeed(7);
+  const a = models.resnext({ layers: [1, 1, 1, 1], groups: 2, widthPerGroup: 4, numClasses: 5 });
+  rx.tidy(() => void a.forward(rx.randn([2, 3, 32, 32], { seed: 8 }))); // non-trivial BN running stats
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rx-sd-')), 'model.safetensors');
+  await rx.io.saveSafetensors(file, a.stateDict());
+  rx.manualSeed(9);
+  const b = models.resnext({ layers: [1, 1, 1, 1], groups: 2, widthPerGroup: 4, numClasses: 5 });
+  const loaded = await rx.io.loadSafetensors(file);
+  b.loadStateDict(loaded, { strict: true });
+  for (const t of Object.values(loaded)) t.dispose();
+  a.eval();
+  b.eval();
+  rx.tidy(() => {
+    const x = rx.randn([2, 3, 32, 32], { seed: 10 });
+    expect(Array.from(b.forward(x).dataSync())).toEqual(Array.from(a.forward(x).dataSync()));
+  });
+  a.dispose();
+  b.dispose();
+});
