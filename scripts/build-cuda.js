@@ -70,6 +70,12 @@ if (!env.RESNEXT_CUDNN_FRONTEND_INCLUDE) {
   const found = candidates.find((d) => fs.existsSync(path.join(d, 'cudnn_frontend.h')));
   if (found) env.RESNEXT_CUDNN_FRONTEND_INCLUDE = found;
 }
+// The wheels put the toolkit's libraries in <root>/lib, while nvcc.profile links from
+// <root>/lib64: without this, nvcc cannot find libcudart_static.a when CMake tests the compiler.
+if (env.RESNEXT_CUDA_ROOT) {
+  const libs = [path.join(env.RESNEXT_CUDA_ROOT, 'lib'), path.join(env.RESNEXT_CUDA_ROOT, 'lib64')].filter((d) => fs.existsSync(d));
+  env.LIBRARY_PATH = [...libs, env.LIBRARY_PATH].filter(Boolean).join(path.delimiter);
+}
 for (const k of ['RESNEXT_CUDA_ROOT', 'RESNEXT_CUDNN_ROOT', 'RESNEXT_CUBLAS_ROOT', 'RESNEXT_CUDNN_FRONTEND_INCLUDE'])
   if (env[k]) defs.push(`-D${k}=${env[k]}`);
 if (env.RESNEXT_CUDA_ARCHS) defs.push(`-DCMAKE_CUDA_ARCHITECTURES=${env.RESNEXT_CUDA_ARCHS}`);
