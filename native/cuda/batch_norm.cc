@@ -53,6 +53,23 @@ const char *bn_op_name(BnAct act) {
   return act == BnAct::None ? "batchNorm2d" : act == BnAct::ReLU ? "batchNormReLU" : "batchNormAddReLU";
 }
 
+// Descriptors of one fused batch-norm call (NHWC, SPATIAL_PERSISTENT), shared by the training
+// forward and backward so both describe the tensors the same way.
+struct FusedBnDescs {
+  static constexpr cudnnBatchNormMode_t mode = CUDNN_BATCHNORM_SPATIAL_PERSISTENT;
+  TensorDesc x, param;
+  ActDesc relu;
+  cudnnBatchNormOps_t ops;
+  cudnnActivationDescriptor_t act;  // null for plain BN
+  cudnnTensorDescriptor_t z;        // the residual's descriptor, null unless BN+add+ReLU
+  FusedBnDescs(DType dt, int64_t N, int64_t C, int64_t H, int64_t W, BnAct a, const char *op) : ops(bn_ops(a)) {
+    check_cudnn(cudnnSetTensor4dDescriptor(x.d, CUDNN_TENSOR_NHWC, cudnn_type(dt), (int)N, (int)C, (int)H, (int)W), op);
+    check_cudnn(cudnnDeriveBNTensorDescriptor(param.d, x.d, mode), op);
+    act = a == BnAct::None ? nullptr : relu.d;
+    z = a == BnAct::AddReLU ? x.d : nullptr;
+  }
+};
+
 void check_bn_dtype(DType dt, const char *op) {
   if (dt != DType::F32 && dt != DType::BF16)
     fail(ErrorCode::DType, op, "input", "float32 or bfloat16 on cuda (cuDNN's fused batch norm)", dtype_name(dt));
@@ -120,20 +137,17 @@ void CudaBackend::batch_norm_forward(const Tensor &x, const Tensor &gamma, const
   if (a.eps < CUDNN_BN_MIN_EPSILON)
     fail(ErrorCode::Arg, op, "eps", "at least " + std::to_string(CUDNN_BN_MIN_EPSILON) + " on cuda (cuDNN's minimum)",
          std::to_string(a.eps));
-  TensorDesc xd, pd;
-  check_cudnn(cudnnSetTensor4dDescriptor(xd.d, CUDNN_TENSOR_NHWC, cudnn_type(x.dtype()), (int)N, (int)C, (int)H, (int)W),
-              op);
-  const cudnnBatchNormMode_t mode = CUDNN_BATCHNORM_SPATIAL_PERSISTENT;
-  check_cudnn(cudnnDeriveBNTensorDescriptor(pd.d, xd.d, mode), op);
-  cudnnBatchNormOps_t ops = bn_ops(a.act);
-  ActDesc act_desc;
-  cudnnActivationDescriptor_t ad = a.act == BnAct::None ? nullptr : act_desc.d;
-  cudnnTensorDescriptor_t zd = a.act == BnAct::AddReLU ? xd.d : nullptr;
+  FusedBnDescs bn(x.dtype(), N, C, H, W, a.act, op);
+  const cudnnBatchNormMode_t mode = FusedBnDescs::mode;
+  cudnnBatchNormOps_t ops = bn.ops;
+  cudnnTensorDescriptor_t xd = bn.x.d, pd = bn.param.d;
+  cudnnActivationDescriptor_t ad = bn.act;
+  cudnnTensorDescriptor_t zd = bn.z;
   size_t ws_bytes = 0, rs_bytes = 0;
-  check_cudnn(cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(cudnn_, mode, ops, xd.d, zd, xd.d, pd.d, ad,
+  check_cudnn(cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(cudnn_, mode, ops, xd, zd, xd, pd, ad,
                                                                        &ws_bytes),
               op);
-  check_cudnn(cudnnGetBatchNormalizationTrainingExReserveSpaceSize(cudnn_, mode, ops, ad, xd.d, &rs_bytes), op);
+  check_cudnn(cudnnGetBatchNormalizationTrainingExReserveSpaceSize(cudnn_, mode, ops, ad, xd, &rs_bytes), op);
   auto r = std::make_shared<BnReserve>();
   r->reserve_bytes = rs_bytes;
   if (rs_bytes) r->reserve = DeviceBuffer(*this, rs_bytes);
@@ -148,8 +162,8 @@ void CudaBackend::batch_norm_forward(const Tensor &x, const Tensor &gamma, const
   if (ws_bytes) ws = DeviceBuffer(*this, ws_bytes);
   float one = 1, zero = 0;
   // cuDNN's running variance uses the unbiased estimate and the factor is PyTorch's momentum.
-  check_cudnn(cudnnBatchNormalizationForwardTrainingEx(cudnn_, mode, ops, &one, &zero, xd.d, px, zd, pres, xd.d, y.raw(),
-                                                       pd.d, pg, pb, a.momentum, rm.p, rv.p, a.eps, r->mean.get(),
+  check_cudnn(cudnnBatchNormalizationForwardTrainingEx(cudnn_, mode, ops, &one, &zero, xd, px, zd, pres, xd, y.raw(),
+                                                       pd, pg, pb, a.momentum, rm.p, rv.p, a.eps, r->mean.get(),
                                                        r->invstd.get(), ad, ws.get(), ws_bytes, r->reserve.get(),
                                                        rs_bytes),
               op);
@@ -185,25 +199,22 @@ void CudaBackend::batch_norm_backward(const Tensor &gy, const Tensor &x, const T
     r = it->second.get();
 
   if (a.training && r) {
-    TensorDesc xd, pd;
-    check_cudnn(cudnnSetTensor4dDescriptor(xd.d, CUDNN_TENSOR_NHWC, cudnn_type(x.dtype()), (int)N, (int)C, (int)H, (int)W),
-                op);
-    const cudnnBatchNormMode_t mode = CUDNN_BATCHNORM_SPATIAL_PERSISTENT;
-    check_cudnn(cudnnDeriveBNTensorDescriptor(pd.d, xd.d, mode), op);
-    cudnnBatchNormOps_t ops = bn_ops(a.act);
-    ActDesc act_desc;
-    cudnnActivationDescriptor_t ad = a.act == BnAct::None ? nullptr : act_desc.d;
-    cudnnTensorDescriptor_t dzd = a.act == BnAct::AddReLU ? xd.d : nullptr;
+    FusedBnDescs bn(x.dtype(), N, C, H, W, a.act, op);
+    const cudnnBatchNormMode_t mode = FusedBnDescs::mode;
+    cudnnBatchNormOps_t ops = bn.ops;
+    cudnnTensorDescriptor_t xd = bn.x.d, pd = bn.param.d;
+    cudnnActivationDescriptor_t ad = bn.act;
+    cudnnTensorDescriptor_t dzd = bn.z;
     size_t ws_bytes = 0;
-    check_cudnn(cudnnGetBatchNormalizationBackwardExWorkspaceSize(cudnn_, mode, ops, xd.d, xd.d, xd.d, dzd, xd.d, pd.d,
+    check_cudnn(cudnnGetBatchNormalizationBackwardExWorkspaceSize(cudnn_, mode, ops, xd, xd, xd, dzd, xd, pd,
                                                                   ad, &ws_bytes),
                 op);
     DeviceBuffer ws;
     if (ws_bytes) ws = DeviceBuffer(*this, ws_bytes);
     float one = 1, zero = 0;
     check_cudnn(cudnnBatchNormalizationBackwardEx(
-                    cudnn_, mode, ops, &one, &zero, &one, &zero, xd.d, px, xd.d, py, xd.d, pgy, dzd,
-                    gresidual ? gresidual->raw() : nullptr, xd.d, gx.raw(), pd.d, pgamma, r->beta.get(), gg.p, gb.p,
+                    cudnn_, mode, ops, &one, &zero, &one, &zero, xd, px, xd, py, xd, pgy, dzd,
+                    gresidual ? gresidual->raw() : nullptr, xd, gx.raw(), pd, pgamma, r->beta.get(), gg.p, gb.p,
                     a.eps, r->mean.get(), r->invstd.get(), ad, ws.get(), ws_bytes, r->reserve.get(), r->reserve_bytes),
                 op);
   } else {
