@@ -1,6 +1,6 @@
 /**
  * `resnext doctor`: the --json report's schema, the human report's verdict line, the exit
- * statuses, and the kernel choice it reports (the rule of native/core/cpu/gemm.cc).
+ * statuses, and the kernel choice it reports (the rule of native/cpu/gemm.cc).
  */
 import * as fs from 'node:fs';
 import { doctorCommand, type DoctorReport, gemmIsa } from '../lib/cli/doctor';

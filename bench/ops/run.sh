@@ -17,12 +17,12 @@ fi
 out=build/bench-ops
 mkdir -p "$out" bench/results
 objs=()
-for src in native/core/cpu/parallel.cc native/core/cpu/gemm*.cc native/core/cpu/conv2d*.cc; do
+for src in native/cpu/parallel.cc native/cpu/gemm*.cc native/cpu/conv2d*.cc; do
   obj="$out/$(basename "${src%.cc}").o"
-  g++ -std=c++17 -O3 -pthread -Inative/core -c "$src" -o "$obj" &
+  g++ -std=c++17 -O3 -pthread -Inative -c "$src" -o "$obj" &
   objs+=("$obj")
 done
-g++ -std=c++17 -O3 -march=native -pthread -Inative/core -c bench/ops/bench_ops.cc -o "$out/bench_ops.o" &
+g++ -std=c++17 -O3 -march=native -pthread -Inative -c bench/ops/bench_ops.cc -o "$out/bench_ops.o" &
 wait
 g++ -pthread "$out/bench_ops.o" "${objs[@]}" -ldnnl -o "$out/bench_ops"
 

@@ -86,7 +86,7 @@ export interface DoctorReport {
 
 const ISAS = ['scalar', 'avx2', 'avx512'];
 
-/** The kernel set native/core/cpu/gemm.cc picks: the best the CPU has, capped by RESNEXT_CPU_ISA. */
+/** The kernel set native/cpu/gemm.cc picks: the best the CPU has, capped by RESNEXT_CPU_ISA. */
 export function gemmIsa(f: { avx2: boolean; fma: boolean; avx512f: boolean }, cap: string | undefined): string {
   if (process.arch !== 'x64') return 'scalar';
   const want = cap ?? 'avx512';

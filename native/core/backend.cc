@@ -4,7 +4,6 @@
 
 #include <mutex>
 
-#include "cpu/cpu_backend.h"
 
 namespace rx {
 
@@ -12,11 +11,6 @@ namespace {
 Backend *g_backends[2] = {nullptr, nullptr};
 std::mutex g_mutex;
 }  // namespace
-
-Backend &cpu_backend() {
-  static cpu::CpuBackend cpu;
-  return cpu;
-}
 
 void register_backend(DeviceType t, Backend *b) {
   std::lock_guard<std::mutex> g(g_mutex);

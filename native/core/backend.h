@@ -1,7 +1,8 @@
 // The backend interface: one virtual method per kernel. The op layer (ops.cc) validates
 // arguments, infers and allocates outputs, and then calls the backend of the inputs' device
-// with everything checked; a backend only computes. Adding an op means one method here, one
-// entry in ops.h/ops.cc, a kernel per backend, a gradient (lib/ops) and a test.
+// with everything checked; a backend only computes and assumes valid input. Adding an op means
+// one entry in ops.h/ops.cc, one method here, a kernel per backend, a gradient (lib/ops) and a
+// test (docs/adding-an-op.md).
 // (Same split as ggml's backend interface struct and ATen's native_functions.yaml dispatch.)
 #pragma once
 
@@ -9,42 +10,15 @@
 #include <string>
 #include <vector>
 
+#include "ops.h"
 #include "tensor.h"
 
 namespace rx {
 
-struct Conv2dArgs {
-  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, groups = 1;
-};
-
-// Which fused epilogue follows the normalisation: y = act(bn(x) [+ residual]).
-enum class BnAct { None = 0, ReLU = 1, AddReLU = 2 };
-
-struct BatchNormArgs {
-  bool training = true;
-  double momentum = 0.1;
-  double eps = 1e-5;
-  BnAct act = BnAct::None;
-};
-
-struct Pool2dArgs {
-  int64_t kh, kw, sh, sw, ph, pw;
-};
-
-struct SgdArgs {
-  double lr = 0.01, momentum = 0, dampening = 0, weight_decay = 0;
-  bool nesterov = false;
-  bool first_step = true;  // momentum buffer is initialised from the gradient (PyTorch's rule)
-};
-
-enum class BinaryOp { Add = 0, Sub = 1, Mul = 2, Div = 3, Max = 4, Gt = 5 };
-enum class ScalarOp { Add = 0, Mul = 1, Pow = 2, RSub = 3 /* s - x */, RDiv = 4 /* s / x */ };
-enum class UnaryOp { Neg = 0, Exp = 1, Log = 2, Sqrt = 3, Abs = 4, Sign = 5 };
-
 // Bumped whenever this interface or the layout of Tensor/Storage changes: the CUDA backend is
 // a separate shared library built against these headers, and the loader refuses a library
 // whose version differs.
-constexpr int kBackendAbiVersion = 1;
+constexpr int kBackendAbiVersion = 2;
 
 class Backend {
  public:
@@ -61,6 +35,9 @@ class Backend {
   virtual void synchronize() {}
   // A JSON object describing the device (name, memory, driver and library versions).
   virtual std::string device_info_json() { return "{}"; }
+  // Worker threads its kernels use (the CPU backend's pool; 1 for a device backend).
+  virtual int num_threads() { return 1; }
+  virtual void set_num_threads(int) {}
 
   // Data movement. copy: same shape/dtype, either tensor may live on this backend's device.
   virtual void fill(Tensor &t, double value) = 0;
@@ -77,7 +54,8 @@ class Backend {
   virtual void conv2d_backward_data(const Tensor &gy, const Tensor &w, Tensor &gx, const Conv2dArgs &a) = 0;
   virtual void conv2d_backward_filter(const Tensor &gy, const Tensor &x, Tensor &gw, const Conv2dArgs &a) = 0;
 
-  // residual only for BnAct::AddReLU. Updates running stats in training mode.
+  // residual only for BnAct::AddReLU. Updates running stats in training mode. A backend whose
+  // backward needs more than the saved statistics sets save_invstd.saved (backward gets it back).
   virtual void batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta, const Tensor *residual,
                                   Tensor &running_mean, Tensor &running_var, Tensor &y, Tensor &save_mean,
                                   Tensor &save_invstd, const BatchNormArgs &a) = 0;

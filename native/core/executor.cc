@@ -1,5 +1,7 @@
 #include "executor.h"
 
+#include "backend.h"
+
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -88,6 +90,26 @@ Executor &cpu_executor() {
     return (s && s[0] == '1') ? static_cast<Executor *>(new InlineExecutor()) : new QueueExecutor();
   }();
   return *e;
+}
+
+void enqueue(Device d, std::function<void()> fn) {
+  if (d.type == DeviceType::CPU) cpu_executor().submit(std::move(fn));
+  else fn();
+}
+
+void enqueue_copy(const Tensor &src, Tensor &dst) {
+  if (src.device().type == DeviceType::CPU && dst.device().type == DeviceType::CPU) {
+    Tensor d = dst;  // copies share storage: the queued kernel keeps both alive
+    cpu_executor().submit([=]() mutable { cpu_backend().copy(src, d); });
+    return;
+  }
+  cpu_executor().synchronize();  // the CPU side must be ready; the device side owns the transfer
+  backend_for(dst.device().type != DeviceType::CPU ? dst.device() : src.device()).copy(src, dst);
+}
+
+void synchronize(Device d) {
+  cpu_executor().synchronize();
+  if (d.type != DeviceType::CPU) backend_for(d).synchronize();
 }
 
 }  // namespace rx

@@ -9,6 +9,8 @@
 
 #include <functional>
 
+#include "tensor.h"
+
 namespace rx {
 
 class Executor {
@@ -20,5 +22,15 @@ class Executor {
 };
 
 Executor &cpu_executor();
+
+// Device-aware scheduling, so the op layer never branches on the device type.
+// enqueue: a kernel for tensors on d. CPU kernels go to the queue above; a device backend
+// orders its work on its own stream, so its kernels are called at once.
+void enqueue(Device d, std::function<void()> fn);
+// src -> dst (same shape and dtype, either on any device): queued when both are on the CPU;
+// otherwise the CPU queue is drained first and the device backend owns the transfer.
+void enqueue_copy(const Tensor &src, Tensor &dst);
+// Waits for the CPU queue and then for d's backend; rethrows a queued kernel's error.
+void synchronize(Device d);
 
 }  // namespace rx

@@ -1,11 +1,15 @@
 #include "ops.h"
 
+#include <cmath>
 #include <cstring>
 #include <optional>
 
+#include "backend.h"
 #include "executor.h"
 
 namespace rx::ops {
+
+Shape broadcast_shapes(const std::string &op, const Shape &a, const Shape &b);
 
 namespace {
 
@@ -47,12 +51,15 @@ void check_shape_valid(const std::string &op, const Shape &s) {
 
 Backend &be(const Tensor &t) { return backend_for(t.device()); }
 
-// Runs a kernel on the device's queue. The lambda captures copies of the Tensors it uses
+// Hands a kernel to the executor for d. The lambda captures copies of the Tensors it uses
 // (sharing their storage), so the data stays alive even if JS disposes a handle first.
 template <typename F>
 void run(Device d, F &&fn) {
-  if (d.type == DeviceType::CPU) cpu_executor().submit(std::function<void()>(std::forward<F>(fn)));
-  else fn();
+  enqueue(d, std::function<void()>(std::forward<F>(fn)));
+}
+
+void check_finite(const std::string &op, const std::string &arg, double v) {
+  if (!std::isfinite(v)) fail(ErrorCode::Arg, op, arg, "a finite number", std::to_string(v));
 }
 
 std::optional<Tensor> opt(const Tensor *t) { return t ? std::optional<Tensor>(*t) : std::nullopt; }
@@ -97,11 +104,25 @@ Shape conv_out_shape(const std::string &op, const Shape &x, const Shape &w, cons
 
 // ---------------------------------------------------------------- creation and movement
 
-TensorPtr full(const Shape &shape, DType dtype, Device device, double value) {
-  check_shape_valid("full", shape);
-  auto t = empty(shape, dtype, device);
+namespace {
+TensorPtr filled(const char *op, const Shape &shape, DType dtype, Device device, double value) {
+  check_shape_valid(op, shape);
+  check_finite(op, "value", value);
+  auto t = rx::empty(shape, dtype, device);
   run(device, [=] { backend_for(device).fill(*t, value); });
   return t;
+}
+}  // namespace
+
+TensorPtr full(const Shape &shape, DType dtype, Device device, double value) {
+  return filled("full", shape, dtype, device, value);
+}
+TensorPtr zeros(const Shape &shape, DType dtype, Device device) { return filled("zeros", shape, dtype, device, 0); }
+TensorPtr ones(const Shape &shape, DType dtype, Device device) { return filled("ones", shape, dtype, device, 1); }
+
+TensorPtr empty(const Shape &shape, DType dtype, Device device) {
+  check_shape_valid("empty", shape);
+  return rx::empty(shape, dtype, device);
 }
 
 TensorPtr from_host(const void *data, size_t bytes, const Shape &shape, DType dtype, Device device) {
@@ -113,71 +134,69 @@ TensorPtr from_host(const void *data, size_t bytes, const Shape &shape, DType dt
   auto host = std::make_shared<Tensor>(shape, dtype, Device{});
   if (bytes) std::memcpy(host->raw(), data, bytes);
   if (device.type == DeviceType::CPU) return host;
-  auto t = empty(shape, dtype, device);
-  backend_for(device).copy(*host, *t);  // CUDA: its own stream orders it
+  auto t = rx::empty(shape, dtype, device);
+  enqueue_copy(*host, *t);  // a device backend orders the upload on its own stream
   return t;
 }
 
 void to_host(const Tensor &t, void *dst, size_t bytes) {
   if (bytes != t.nbytes()) throw Error(ErrorCode::Internal, "to_host: size mismatch");
-  cpu_executor().synchronize();
+  cpu_executor().synchronize();  // the host reads: every queued CPU kernel must have run
   if (t.device().type == DeviceType::CPU) {
     if (bytes) std::memcpy(dst, t.raw(), bytes);
     return;
   }
   Tensor host(t.shape(), t.dtype(), Device{});
-  be(t).copy(t, host);  // synchronises the device
+  enqueue_copy(t, host);  // a device download synchronises that device
   std::memcpy(dst, host.raw(), bytes);
 }
 
-TensorPtr random_uniform(const Shape &shape, DType dtype, Device device, double lo, double hi, uint64_t seed,
-                         uint64_t offset) {
-  check_shape_valid("rand", shape);
-  if (!dtype_is_float(dtype)) fail(ErrorCode::DType, "rand", "dtype", "float32 or float64", dtype_name(dtype));
-  auto t = empty(shape, dtype, device);
-  run(device, [=] { backend_for(device).random_uniform(*t, lo, hi, seed, offset); });
+namespace {
+void check_random(const char *op, const Shape &shape, DType dtype, const char *a_name, double a, const char *b_name,
+                  double b) {
+  check_shape_valid(op, shape);
+  if (!dtype_is_float(dtype)) fail(ErrorCode::DType, op, "dtype", "float32 or float64", dtype_name(dtype));
+  check_finite(op, a_name, a);
+  check_finite(op, b_name, b);
+}
+}  // namespace
+
+TensorPtr rand(const Shape &shape, DType dtype, Device device, double low, double high, uint64_t seed,
+               uint64_t offset) {
+  check_random("rand", shape, dtype, "low", low, "high", high);
+  auto t = rx::empty(shape, dtype, device);
+  run(device, [=] { backend_for(device).random_uniform(*t, low, high, seed, offset); });
   return t;
 }
 
-TensorPtr random_normal(const Shape &shape, DType dtype, Device device, double mean, double std, uint64_t seed,
-                        uint64_t offset) {
-  check_shape_valid("randn", shape);
-  if (!dtype_is_float(dtype)) fail(ErrorCode::DType, "randn", "dtype", "float32 or float64", dtype_name(dtype));
-  auto t = empty(shape, dtype, device);
+TensorPtr randn(const Shape &shape, DType dtype, Device device, double mean, double std, uint64_t seed,
+                uint64_t offset) {
+  check_random("randn", shape, dtype, "mean", mean, "std", std);
+  auto t = rx::empty(shape, dtype, device);
   run(device, [=] { backend_for(device).random_normal(*t, mean, std, seed, offset); });
   return t;
 }
 
-TensorPtr copy(const Tensor &x, Device device) {
-  auto t = empty(x.shape(), x.dtype(), device);
-  if (device.type == DeviceType::CPU && x.device().type == DeviceType::CPU) {
-    run(device, [=] { cpu_backend().copy(x, *t); });
-  } else {
-    cpu_executor().synchronize();  // the CPU side must be ready; the device side owns the transfer
-    backend_for(device.type != DeviceType::CPU ? device : x.device()).copy(x, *t);
-  }
+TensorPtr to(const Tensor &x, Device device) {
+  auto t = rx::empty(x.shape(), x.dtype(), device);
+  enqueue_copy(x, *t);
   return t;
 }
 
-void copy_into(const Tensor &src, Tensor &dst) {
-  check_shape("copy", "source", src, dst.shape());
-  check_same_dtype("copy", "source", src, dst.dtype());
-  if (dst.device().type == DeviceType::CPU && src.device().type == DeviceType::CPU) {
-    Tensor d = dst;
-    run(dst.device(), [=]() mutable { cpu_backend().copy(src, d); });
-  } else {
-    cpu_executor().synchronize();
-    backend_for(dst.device().type != DeviceType::CPU ? dst.device() : src.device()).copy(src, dst);
-  }
+void copy_(const Tensor &src, Tensor &dst) {
+  check_same_dtype("copy_", "source", src, dst.dtype());
+  check_shape("copy_", "source", src, dst.shape());
+  enqueue_copy(src, dst);
 }
 
 void fill_(Tensor &t, double value) {
+  check_finite("fill_", "value", value);
   Tensor c = t;
   run(t.device(), [=]() mutable { be(c).fill(c, value); });
 }
 
 TensorPtr cast(const Tensor &x, DType dtype) {
-  auto t = empty(x.shape(), dtype, x.device());
+  auto t = rx::empty(x.shape(), dtype, x.device());
   run(x.device(), [=] { be(x).cast(x, *t); });
   return t;
 }
@@ -206,7 +225,7 @@ TensorPtr reshape(const Tensor &x, const Shape &shape) {
          shape_str(shape));
   if (x.layout() != Layout::Contiguous && s != x.shape()) {
     // A view of channels-last data would reinterpret it; make a contiguous copy first.
-    auto c = empty(x.shape(), x.dtype(), x.device());
+    auto c = rx::empty(x.shape(), x.dtype(), x.device());
     run(x.device(), [=] { be(x).copy(x, *c); });  // a copy into a fresh tensor is Contiguous
     return std::make_shared<Tensor>(s, c->dtype(), c->storage());
   }
@@ -215,19 +234,20 @@ TensorPtr reshape(const Tensor &x, const Shape &shape) {
   return v;
 }
 
-TensorPtr permute(const Tensor &x, const std::vector<int> &perm) {
+TensorPtr permute(const Tensor &x, const std::vector<int64_t> &dims) {
+  const std::vector<int> perm(dims.begin(), dims.end());
   if ((int)perm.size() != x.ndim())
     fail(ErrorCode::Arg, "permute", "dims", str(x.ndim()) + " axes", str((int64_t)perm.size()) + " axes");
   std::vector<bool> seen(perm.size(), false);
   Shape out(perm.size());
   for (size_t i = 0; i < perm.size(); i++) {
-    int p = perm[i];
+    int64_t p = dims[i];
     if (p < 0 || p >= x.ndim() || seen[p])
       fail(ErrorCode::Arg, "permute", "dims", "a permutation of 0.." + str(x.ndim() - 1), "axis " + str(p) + " at position " + str((int64_t)i));
     seen[p] = true;
     out[i] = x.dim(p);
   }
-  auto t = empty(out, x.dtype(), x.device());
+  auto t = rx::empty(out, x.dtype(), x.device());
   run(x.device(), [=] { be(x).permute(x, *t, perm); });
   return t;
 }
@@ -235,7 +255,7 @@ TensorPtr permute(const Tensor &x, const std::vector<int> &perm) {
 TensorPtr expand(const Tensor &x, const Shape &shape) {
   Shape b = broadcast_shapes("expand", x.shape(), shape);
   if (b != shape) fail(ErrorCode::Shape, "expand", "shape", "a shape that " + shape_str(x.shape()) + " broadcasts to", shape_str(shape));
-  auto t = empty(shape, x.dtype(), x.device());
+  auto t = rx::empty(shape, x.dtype(), x.device());
   run(x.device(), [=] { be(x).expand(x, *t); });
   return t;
 }
@@ -253,7 +273,7 @@ TensorPtr conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, cons
     check_like(op, "bias", *b, x);
     check_shape(op, "bias", *b, {w.dim(0)});
   }
-  auto y = empty(ys, x.dtype(), x.device());
+  auto y = rx::empty(ys, x.dtype(), x.device());
   run(x.device(), [=, b = opt(b)] { be(x).conv2d_forward(x, w, ptr(b), *y, a); });
   return y;
 }
@@ -265,7 +285,7 @@ TensorPtr conv2d_backward_data(const Tensor &gy, const Tensor &w, const Shape &x
   check_ndim(op, "weight", w, 4, "tensor [K, C/groups, R, S]");
   if (x_shape.size() != 4) fail(ErrorCode::Shape, op, "input_shape", "4 dims", shape_str(x_shape));
   check_shape(op, "grad_output", gy, conv_out_shape(op, x_shape, w.shape(), a));
-  auto gx = empty(x_shape, gy.dtype(), gy.device());
+  auto gx = rx::empty(x_shape, gy.dtype(), gy.device());
   run(gy.device(), [=] { be(gy).conv2d_backward_data(gy, w, *gx, a); });
   return gx;
 }
@@ -277,7 +297,7 @@ TensorPtr conv2d_backward_filter(const Tensor &gy, const Tensor &x, const Shape 
   check_ndim(op, "input", x, 4, "tensor [N, C, H, W]");
   if (w_shape.size() != 4) fail(ErrorCode::Shape, op, "weight_shape", "4 dims", shape_str(w_shape));
   check_shape(op, "grad_output", gy, conv_out_shape(op, x.shape(), w_shape, a));
-  auto gw = empty(w_shape, gy.dtype(), gy.device());
+  auto gw = rx::empty(w_shape, gy.dtype(), gy.device());
   run(gy.device(), [=] { be(gy).conv2d_backward_filter(gy, x, *gw, a); });
   return gw;
 }
@@ -316,9 +336,9 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr> batch_norm_forward(const Tensor &x, 
     fail(ErrorCode::Arg, op, "momentum", "a number in [0, 1]", std::to_string(a.momentum));
   if (a.training && x.numel() / C <= 1)
     fail(ErrorCode::Shape, op, "input", "more than one value per channel in training mode", shape_str(x.shape()));
-  auto y = empty(x.shape(), x.dtype(), x.device());
-  auto sm = empty({C}, pdt, x.device());
-  auto si = empty({C}, pdt, x.device());
+  auto y = rx::empty(x.shape(), x.dtype(), x.device());
+  auto sm = rx::empty({C}, pdt, x.device());
+  auto si = rx::empty({C}, pdt, x.device());
   Tensor rm = running_mean, rv = running_var;
   run(x.device(), [=, r = opt(a.act == BnAct::AddReLU ? residual : nullptr)]() mutable {
     be(x).batch_norm_forward(x, gamma, beta, ptr(r), rm, rv, *y, *sm, *si, a);
@@ -326,7 +346,7 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr> batch_norm_forward(const Tensor &x, 
   return {y, sm, si};
 }
 
-std::tuple<TensorPtr, TensorPtr, TensorPtr, TensorPtr> batch_norm_backward(
+std::tuple<TensorPtr, TensorPtr, TensorPtr, OptionalTensor> batch_norm_backward(
     const Tensor &gy, const Tensor &x, const Tensor &y, const Tensor &gamma, const Tensor &save_mean,
     const Tensor &save_invstd, const BatchNormArgs &a) {
   const std::string op = std::string(bn_name(a.act)) + "_backward";
@@ -339,19 +359,19 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr, TensorPtr> batch_norm_backward(
   check_shape(op, "weight", gamma, {C});
   check_shape(op, "saveMean", save_mean, {C});
   check_shape(op, "saveInvstd", save_invstd, {C});
-  auto gx = empty(x.shape(), x.dtype(), x.device());
-  auto gg = empty({C}, gamma.dtype(), x.device());
-  auto gb = empty({C}, gamma.dtype(), x.device());
-  TensorPtr gr = a.act == BnAct::AddReLU ? empty(x.shape(), x.dtype(), x.device()) : nullptr;
+  auto gx = rx::empty(x.shape(), x.dtype(), x.device());
+  auto gg = rx::empty({C}, gamma.dtype(), x.device());
+  auto gb = rx::empty({C}, gamma.dtype(), x.device());
+  TensorPtr gr = a.act == BnAct::AddReLU ? rx::empty(x.shape(), x.dtype(), x.device()) : nullptr;
   run(x.device(), [=] { be(x).batch_norm_backward(gy, x, y, gamma, save_mean, save_invstd, *gx, *gg, *gb, gr.get(), a); });
-  return {gx, gg, gb, gr};
+  return {gx, gg, gb, OptionalTensor{gr}};
 }
 
 // ---------------------------------------------------------------- elementwise
 
-TensorPtr relu_forward(const Tensor &x) {
+TensorPtr relu(const Tensor &x) {
   check_float("relu", "input", x);
-  auto y = empty(x.shape(), x.dtype(), x.device());
+  auto y = rx::empty(x.shape(), x.dtype(), x.device());
   run(x.device(), [=] { be(x).relu_forward(x, *y); });
   return y;
 }
@@ -359,7 +379,7 @@ TensorPtr relu_forward(const Tensor &x) {
 TensorPtr relu_backward(const Tensor &gy, const Tensor &y) {
   check_like("relu_backward", "output", y, gy);
   check_shape("relu_backward", "output", y, gy.shape());
-  auto gx = empty(gy.shape(), gy.dtype(), gy.device());
+  auto gx = rx::empty(gy.shape(), gy.dtype(), gy.device());
   run(gy.device(), [=] { be(gy).relu_backward(gy, y, *gx); });
   return gx;
 }
@@ -379,34 +399,36 @@ Shape broadcast_shapes(const std::string &op, const Shape &a, const Shape &b) {
 }
 
 TensorPtr binary(BinaryOp op, const Tensor &a, const Tensor &b) {
-  static const char *names[] = {"add", "sub", "mul", "div", "maximum", "gt"};
-  std::string name = names[(int)op];
+  const std::string name = enum_name(op);
   check_float(name, "a", a);
   check_like(name, "b", b, a);
-  auto out = empty(broadcast_shapes(name, a.shape(), b.shape()), a.dtype(), a.device());
+  auto out = rx::empty(broadcast_shapes(name, a.shape(), b.shape()), a.dtype(), a.device());
   run(a.device(), [=] { be(a).binary(op, a, b, *out); });
   return out;
 }
 
 TensorPtr scalar(ScalarOp op, const Tensor &x, double s) {
-  check_float("scalar", "input", x);
-  auto out = empty(x.shape(), x.dtype(), x.device());
+  // The public op: rsub is sub(s, x), rdiv is div(s, x).
+  const std::string name = op == ScalarOp::RSub ? "sub" : op == ScalarOp::RDiv ? "div" : enum_name(op);
+  check_float(name, "input", x);
+  check_finite(name, "scalar", s);
+  auto out = rx::empty(x.shape(), x.dtype(), x.device());
   run(x.device(), [=] { be(x).scalar(op, x, s, *out); });
   return out;
 }
 
 TensorPtr unary(UnaryOp op, const Tensor &x) {
-  check_float("unary", "input", x);
-  auto out = empty(x.shape(), x.dtype(), x.device());
+  check_float(enum_name(op), "input", x);
+  auto out = rx::empty(x.shape(), x.dtype(), x.device());
   run(x.device(), [=] { be(x).unary(op, x, *out); });
   return out;
 }
 
-TensorPtr sum(const Tensor &x, const std::vector<int> &dims, bool keepdim) {
+TensorPtr sum(const Tensor &x, const std::vector<int64_t> &dims, bool keepdim) {
   check_float("sum", "input", x);
   std::vector<bool> reduce(x.ndim(), dims.empty());
-  for (int d : dims) {
-    int dd = d < 0 ? d + x.ndim() : d;
+  for (int64_t d : dims) {
+    int64_t dd = d < 0 ? d + x.ndim() : d;
     if (dd < 0 || dd >= x.ndim())
       fail(ErrorCode::Arg, "sum", "dims", "axes in [" + str(-x.ndim()) + ", " + str(x.ndim() - 1) + "]", str(d));
     reduce[dd] = true;
@@ -416,14 +438,14 @@ TensorPtr sum(const Tensor &x, const std::vector<int> &dims, bool keepdim) {
     ks[i] = reduce[i] ? 1 : x.dim(i);
     if (!reduce[i] || keepdim) out.push_back(ks[i]);
   }
-  auto t = empty(ks, x.dtype(), x.device());
+  auto t = rx::empty(ks, x.dtype(), x.device());
   run(x.device(), [=] { be(x).sum(x, reduce, *t); });
   return keepdim ? t : reshape(*t, out);
 }
 
 // ---------------------------------------------------------------- pooling
 
-std::pair<TensorPtr, TensorPtr> max_pool2d_forward(const Tensor &x, const Pool2dArgs &a) {
+std::tuple<TensorPtr, TensorPtr> max_pool2d_forward(const Tensor &x, const Pool2dArgs &a) {
   const std::string op = "maxPool2d";
   check_float(op, "input", x);
   check_ndim(op, "input", x, 4, "tensor [N, C, H, W]");
@@ -433,15 +455,15 @@ std::pair<TensorPtr, TensorPtr> max_pool2d_forward(const Tensor &x, const Pool2d
     fail(ErrorCode::Arg, op, "padding", "between 0 and half the kernel size", str(a.ph) + "x" + str(a.pw));
   int64_t P = out_size(op, "height", x.dim(2), a.kh, a.sh, a.ph);
   int64_t Q = out_size(op, "width", x.dim(3), a.kw, a.sw, a.pw);
-  auto y = empty({x.dim(0), x.dim(1), P, Q}, x.dtype(), x.device());
-  auto idx = empty({x.dim(0), x.dim(1), P, Q}, DType::I32, x.device());
+  auto y = rx::empty({x.dim(0), x.dim(1), P, Q}, x.dtype(), x.device());
+  auto idx = rx::empty({x.dim(0), x.dim(1), P, Q}, DType::I32, x.device());
   run(x.device(), [=] { be(x).max_pool2d_forward(x, *y, *idx, a); });
   return {y, idx};
 }
 
 TensorPtr max_pool2d_backward(const Tensor &gy, const Tensor &indices, const Shape &x_shape) {
   check_shape("maxPool2d_backward", "indices", indices, gy.shape());
-  auto gx = empty(x_shape, gy.dtype(), gy.device());
+  auto gx = rx::empty(x_shape, gy.dtype(), gy.device());
   run(gy.device(), [=] { be(gy).max_pool2d_backward(gy, indices, *gx); });
   return gx;
 }
@@ -449,14 +471,14 @@ TensorPtr max_pool2d_backward(const Tensor &gy, const Tensor &indices, const Sha
 TensorPtr global_avg_pool2d_forward(const Tensor &x) {
   check_float("globalAvgPool2d", "input", x);
   check_ndim("globalAvgPool2d", "input", x, 4, "tensor [N, C, H, W]");
-  auto y = empty({x.dim(0), x.dim(1), 1, 1}, x.dtype(), x.device());
+  auto y = rx::empty({x.dim(0), x.dim(1), 1, 1}, x.dtype(), x.device());
   run(x.device(), [=] { be(x).global_avg_pool2d_forward(x, *y); });
   return y;
 }
 
 TensorPtr global_avg_pool2d_backward(const Tensor &gy, const Shape &x_shape) {
   check_shape("globalAvgPool2d_backward", "grad_output", gy, {x_shape[0], x_shape[1], 1, 1});
-  auto gx = empty(x_shape, gy.dtype(), gy.device());
+  auto gx = rx::empty(x_shape, gy.dtype(), gy.device());
   run(gy.device(), [=] { be(gy).global_avg_pool2d_backward(gy, *gx); });
   return gx;
 }
@@ -473,12 +495,12 @@ TensorPtr matmul(const Tensor &a, const Tensor &b, bool ta, bool tb) {
   if (K != K2)
     fail(ErrorCode::Shape, "matmul", "b", "a matrix with " + str(K) + " rows (after transpose)",
          shape_str(b.shape()) + (tb ? " (transposed)" : ""));
-  auto out = empty({M, N}, a.dtype(), a.device());
+  auto out = rx::empty({M, N}, a.dtype(), a.device());
   run(a.device(), [=] { be(a).matmul(a, b, ta, tb, nullptr, *out); });
   return out;
 }
 
-TensorPtr linear_forward(const Tensor &x, const Tensor &w, const Tensor *b) {
+TensorPtr linear(const Tensor &x, const Tensor &w, const Tensor *b) {
   const std::string op = "linear";
   check_float(op, "input", x);
   check_ndim(op, "input", x, 2, "matrix [N, in]");
@@ -491,7 +513,7 @@ TensorPtr linear_forward(const Tensor &x, const Tensor &w, const Tensor *b) {
     check_like(op, "bias", *b, x);
     check_shape(op, "bias", *b, {w.dim(0)});
   }
-  auto y = empty({x.dim(0), w.dim(0)}, x.dtype(), x.device());
+  auto y = rx::empty({x.dim(0), w.dim(0)}, x.dtype(), x.device());
   run(x.device(), [=, b = opt(b)] { be(x).matmul(x, w, false, true, ptr(b), *y); });
   return y;
 }
@@ -506,8 +528,8 @@ void check_targets(const std::string &op, const Tensor &logits, const Tensor &ta
 }
 }  // namespace
 
-std::pair<TensorPtr, TensorPtr> cross_entropy_forward(const Tensor &logits, const Tensor &targets,
-                                                      double smoothing) {
+std::tuple<TensorPtr, TensorPtr> cross_entropy_forward(const Tensor &logits, const Tensor &targets,
+                                                       double smoothing) {
   const std::string op = "crossEntropy";
   check_float(op, "logits", logits);
   check_ndim(op, "logits", logits, 2, "matrix [N, classes]");
@@ -517,8 +539,8 @@ std::pair<TensorPtr, TensorPtr> cross_entropy_forward(const Tensor &logits, cons
     fail(ErrorCode::Arg, op, "labelSmoothing", "a number in [0, 1]", std::to_string(smoothing));
   // Class indices are range-checked by the kernel (an error surfaces at the next sync); the JS
   // layer checks arrays before they become tensors, so the common case fails at the call.
-  auto loss = empty({}, logits.dtype(), logits.device());
-  auto probs = empty(logits.shape(), logits.dtype(), logits.device());
+  auto loss = rx::empty({}, logits.dtype(), logits.device());
+  auto probs = rx::empty(logits.shape(), logits.dtype(), logits.device());
   run(logits.device(), [=] { be(logits).cross_entropy_forward(logits, targets, smoothing, *loss, *probs); });
   return {loss, probs};
 }
@@ -527,22 +549,26 @@ TensorPtr cross_entropy_backward(const Tensor &probs, const Tensor &targets, dou
                                  const Tensor &gloss) {
   check_targets("crossEntropy_backward", probs, targets);
   check_shape("crossEntropy_backward", "grad_output", gloss, {});
-  auto g = empty(probs.shape(), probs.dtype(), probs.device());
+  auto g = rx::empty(probs.shape(), probs.dtype(), probs.device());
   run(probs.device(), [=] { be(probs).cross_entropy_backward(probs, targets, smoothing, gloss, *g); });
   return g;
 }
 
-TensorPtr topk(const Tensor &x, int64_t k) {
-  check_float("topk", "input", x);
-  check_ndim("topk", "input", x, 2, "matrix [N, classes]");
-  if (k < 1 || k > x.dim(1)) fail(ErrorCode::Arg, "topk", "k", "an integer in [1, " + str(x.dim(1)) + "]", str(k));
-  auto idx = empty({x.dim(0), k}, DType::I32, x.device());
+namespace {
+TensorPtr top_indices(const char *op, const Tensor &x, int64_t k) {
+  check_float(op, "input", x);
+  check_ndim(op, "input", x, 2, "matrix [N, classes]");
+  if (k < 1 || k > x.dim(1)) fail(ErrorCode::Arg, op, "k", "an integer in [1, " + str(x.dim(1)) + "]", str(k));
+  auto idx = rx::empty({x.dim(0), k}, DType::I32, x.device());
   run(x.device(), [=] { be(x).topk(x, k, *idx); });
   return idx;
 }
+}  // namespace
+
+TensorPtr topk(const Tensor &x, int64_t k) { return top_indices("topk", x, k); }
 
 TensorPtr argmax(const Tensor &x) {
-  auto idx = topk(x, 1);
+  auto idx = top_indices("argmax", x, 1);
   return reshape(*idx, {x.dim(0)});
 }
 
@@ -562,6 +588,37 @@ void sgd_step(Tensor &param, const Tensor &grad, Tensor *momentum_buf, const Sgd
     fail(ErrorCode::Arg, op, "nesterov", "momentum > 0 and dampening = 0", "momentum " + std::to_string(a.momentum) + ", dampening " + std::to_string(a.dampening));
   Tensor p = param;
   run(param.device(), [=, m = opt(momentum_buf)]() mutable { be(p).sgd_step(p, grad, ptr(m), a); });
+}
+
+// ---------------------------------------------------------------- runtime
+
+MemoryStats memory(Device d) {
+  cpu_executor().synchronize();  // queued kernels hold references until they run
+  return memory_stats(d);
+}
+
+void synchronize(Device d) { rx::synchronize(d); }
+
+std::string device_info(Device d) { return backend_for(d).device_info_json(); }
+
+int num_threads() { return cpu_backend().num_threads(); }
+
+void set_num_threads(int64_t threads) {
+  if (threads < 1 || threads > 1024)
+    fail(ErrorCode::Arg, "setNumThreads", "threads", "an integer in [1, 1024]", str(threads));
+  cpu_executor().synchronize();  // running kernels keep the pool they started with
+  cpu_backend().set_num_threads((int)threads);
+}
+
+CpuFeatures cpu_features() {
+  CpuFeatures f;
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  f.avx2 = __builtin_cpu_supports("avx2");
+  f.fma = __builtin_cpu_supports("fma");
+  f.avx512f = __builtin_cpu_supports("avx512f");
+#endif
+  return f;
 }
 
 }  // namespace rx::ops

@@ -25,6 +25,12 @@ struct MemoryStats {
 // Live tensors, storages and bytes on one device type (all devices of that type).
 MemoryStats memory_stats(Device d);
 
+// State a backend keeps from a forward kernel for the backward kernel that is handed the same
+// storage again (the CUDA batch norm's cuDNN reserve space). Freed with the storage.
+struct BackendSaved {
+  virtual ~BackendSaved() = default;
+};
+
 // One allocation on one device, obtained from (and returned to) that device's backend.
 class Storage {
  public:
@@ -35,8 +41,11 @@ class Storage {
   void *data() { return data_; }
   size_t bytes() const { return bytes_; }
   Device device() const { return device_; }
+  const std::shared_ptr<BackendSaved> &saved() const { return saved_; }
+  void set_saved(std::shared_ptr<BackendSaved> s) { saved_ = std::move(s); }
 
  private:
+  std::shared_ptr<BackendSaved> saved_;
   void *data_ = nullptr;
   size_t bytes_ = 0;
   Device device_;
@@ -60,6 +69,9 @@ class Tensor {
   const std::shared_ptr<Storage> &storage() const { return storage_; }
   Layout layout() const { return layout_; }
   void set_layout(Layout l) { layout_ = l; }  // by the backend that writes the data
+  // The backend state attached to this tensor's storage (see BackendSaved); views share it.
+  BackendSaved *saved() const { return storage_->saved().get(); }
+  void set_saved(std::shared_ptr<BackendSaved> s) { storage_->set_saved(std::move(s)); }
 
   template <typename T>
   T *data() { return static_cast<T *>(storage_->data()); }

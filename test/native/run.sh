@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=build/native-test
 mkdir -p "$out"
-g++ -O2 -std=c++17 -pthread -Wall -Inative/core native/core/cpu/parallel.cc native/core/cpu/gemm*.cc \
-  native/core/cpu/conv2d*.cc test/native/conv_gemm_test.cc -o "$out/conv_gemm_test"
+g++ -O2 -std=c++17 -pthread -Wall -Inative native/cpu/parallel.cc native/cpu/gemm*.cc \
+  native/cpu/conv2d*.cc test/native/conv_gemm_test.cc -o "$out/conv_gemm_test"
 "$out/conv_gemm_test" 2
 "$out/conv_gemm_test" 1 | tail -1
 "$out/conv_gemm_test" 3 | tail -1

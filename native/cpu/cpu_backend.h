@@ -3,8 +3,8 @@
 // are written as plain loops the compiler vectorises.
 #pragma once
 
-#include "../backend.h"
-#include "../error.h"
+#include "../core/backend.h"
+#include "../core/error.h"
 
 namespace rx::cpu {
 
@@ -29,6 +29,8 @@ class CpuBackend final : public Backend {
   void deallocate(void *p, size_t bytes) override;
   int64_t reserved_bytes() override;  // bytes held in the block cache
   void release_cached();              // returns cached blocks to the system
+  int num_threads() override;
+  void set_num_threads(int n) override;
   void fill(Tensor &t, double value) override;
   void copy(const Tensor &src, Tensor &dst) override;
   void cast(const Tensor &src, Tensor &dst) override;

@@ -171,6 +171,9 @@ void system_free(void *p, size_t r) {
 }
 }  // namespace
 
+int CpuBackend::num_threads() { return cpu::num_threads(); }
+void CpuBackend::set_num_threads(int n) { cpu::set_num_threads(n); }
+
 void *CpuBackend::allocate(size_t bytes) {
   size_t r = rounded_size(bytes);
   if (r >= kCacheMin) {
@@ -501,3 +504,11 @@ void CpuBackend::sgd_step(Tensor &param, const Tensor &grad, Tensor *buf, const 
 }
 
 }  // namespace rx::cpu
+
+namespace rx {
+// The CPU backend is always present (declared in core/backend.h).
+Backend &cpu_backend() {
+  static cpu::CpuBackend cpu;
+  return cpu;
+}
+}  // namespace rx

@@ -1,0 +1,28 @@
+// The addon's per-environment state (worker_threads and jest workers each have their own): no
+// static JS handles anywhere in the binding.
+#pragma once
+
+#include <napi.h>
+
+#include <deque>
+#include <string>
+#include <vector>
+
+namespace rxb {
+
+// One export, as JS sees it (function data points here, so it lives as long as the environment).
+struct Export {
+  std::string name;
+  std::vector<std::string> params;     // names, in order
+  std::vector<std::string> params_ts;  // their TypeScript types
+  std::string result_ts;
+};
+
+struct AddonData {
+  Napi::FunctionReference tensor_ctor;
+  Napi::FunctionReference error_class;
+  std::deque<Export> exports;  // a deque: adding one never moves the others
+};
+AddonData &addon(Napi::Env env);
+
+}  // namespace rxb
