@@ -3,7 +3,7 @@
  * This entry point re-exports the public API of every layer.
  */
 export { ResnextError, type ErrorCode } from './native/errors';
-export { Tensor, tidy, keep, memory, synchronize, numThreads, setNumThreads, type DType, type Device, type TypedArray, type MemoryInfo } from './tensor/tensor';
+export { Tensor, tidy, keep, memory, synchronize, numThreads, setNumThreads, cpuFeatures, type DType, type Device, type TypedArray, type MemoryInfo } from './tensor/tensor';
 export {
   tensor, empty, zeros, ones, full, zerosLike, onesLike, randn, rand, manualSeed, getRngState, setRngState,
   type TensorOptions, type RandomOptions,
@@ -17,7 +17,7 @@ export {
   crossEntropy, topk, argmax, sgdStep,
   type Conv2dOptions, type BatchNormOptions, type MaxPool2dOptions, type SgdStepOptions, type Targets,
 } from './ops/nn';
-export { native, addonPath } from './native/addon';
+export { addonPath } from './native/addon';
 export { cudaAvailable, cudaStatus, deviceInfo, type CudaStatus, type DeviceInfo } from './native/cuda';
 export * as nn from './nn';
 export * as models from './models';

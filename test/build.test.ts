@@ -15,8 +15,8 @@ function walk(dir: string): string[] {
 }
 
 describe('build', () => {
-  test('binding.gyp lists every C++ source of the CPU addon (core + binding), and nothing else', () => {
-    const onDisk = ['native/core', 'native/binding']
+  test('binding.gyp lists every C++ source of the CPU addon (core + cpu + binding), and nothing else', () => {
+    const onDisk = ['native/core', 'native/cpu', 'native/binding']
       .flatMap((d) => walk(path.join(root, d)))
       .filter((f) => f.endsWith('.cc'))
       .map((f) => path.relative(root, f).split(path.sep).join('/'))
@@ -28,6 +28,34 @@ describe('build', () => {
     const used = fs.readFileSync(path.join(root, 'build', 'sources.txt'), 'utf8').trim().split('\n')
       .map((f) => path.relative(root, f).split(path.sep).join('/'));
     expect(used.sort()).toEqual([...gypSources].sort());
+  });
+
+  test('the addon interface in lib/native/addon.generated.ts matches the bind list of the built addon', () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const gen = require('../scripts/gen-addon-types.js') as { render(a: unknown): string; target: string };
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const addon = require(path.join(root, 'build', 'Release', 'resnext.node'));
+    expect(fs.readFileSync(gen.target, 'utf8')).toBe(gen.render(addon));
+    // Every export is in the signature list (nothing bound outside it).
+    const fns = Object.keys(addon).filter((k) => typeof addon[k] === 'function' && k !== 'TensorHandle').sort();
+    expect(fns).toEqual(addon.signatures.map((s: { name: string }) => s.name).sort());
+  });
+
+  test('only lib/ops and lib/tensor (and the loader in lib/native) use the raw addon; it is not public', () => {
+    const users = walk(path.join(root, 'lib'))
+      .filter((f) => f.endsWith('.ts'))
+      .filter((f) => /import \{[^}]*\bnative\b[^}]*\} from '[./]*native\/addon'/.test(fs.readFileSync(f, 'utf8')))
+      .map((f) => path.relative(path.join(root, 'lib'), f).split(path.sep)[0]);
+    expect(users.filter((d) => !['native', 'ops', 'tensor'].includes(d))).toEqual([]);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    expect(Object.keys(require('../lib'))).not.toContain('native');
+  });
+
+  test('the binding includes no backend header, and the core none of a backend folder', () => {
+    for (const f of walk(path.join(root, 'native/binding')))
+      expect({ f, src: fs.readFileSync(f, 'utf8') }).not.toEqual(expect.objectContaining({ src: expect.stringMatching(/#include\s*"[^"]*(cpu|cuda)\//) }));
+    for (const f of walk(path.join(root, 'native/core')))
+      expect({ f, src: fs.readFileSync(f, 'utf8') }).not.toEqual(expect.objectContaining({ src: expect.stringMatching(/#include\s*"[^"]*(cpu|cuda)\//) }));
   });
 
   test('the core never includes napi.h; only native/binding does', () => {

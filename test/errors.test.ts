@@ -1,5 +1,6 @@
 /** Bad input gives a ResnextError with a stable code and a message naming op, argument, expected and received. */
 import * as rx from '../lib';
+import { native } from '../lib/native/addon';
 
 function expectError(fn: () => unknown, code: string, ...parts: RegExp[]): void {
   let err: unknown;
@@ -83,7 +84,7 @@ describe('errors', () => {
   test('the process survives a burst of bad calls', () => {
     for (let i = 0; i < 200; i++) {
       expect(() => rx.conv2d(x, rx.zeros([1, 1, 1, 1]))).toThrow(rx.ResnextError);
-      expect(() => (rx.native.conv2dForward as (...a: unknown[]) => unknown)(null, undefined, 3, 'x', [], {})).toThrow(rx.ResnextError);
+      expect(() => (native.conv2dForward as (...a: unknown[]) => unknown)(null, undefined, 3, 'x', [], {})).toThrow(rx.ResnextError);
     }
   });
 });

@@ -141,7 +141,7 @@ test('the tarball holds the prebuild, the compiled JS and the native sources, no
   const files = pack.files.map((f) => f.path);
   expect(files).toEqual(expect.arrayContaining([
     'package.json', 'README.md', 'dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/cli/doctor.js',
-    `prebuilds/${tuple}/resnext.glibc.node`, 'binding.gyp', 'CMakeLists.txt', 'scripts/install.js', 'native/binding/addon.cc',
+    `prebuilds/${tuple}/resnext.glibc.node`, 'binding.gyp', 'CMakeLists.txt', 'scripts/install.js', 'native/binding/module.cc',
   ]));
   // The source build's inputs (the fallback) are all there: every file binding.gyp compiles.
   const gyp = JSON.parse(fs.readFileSync(path.join(root, 'binding.gyp'), 'utf8')) as { targets: { sources: string[] }[] };

@@ -7,7 +7,7 @@
  * lib/ops next to each op's forward (the per-op registry below is filled by defineOp).
  */
 import { describe, fail } from '../native/errors';
-import { native } from '../native/addon';
+import { addUntaped, onesOf, viewOf } from '../ops/untaped';
 import { keep, Tensor, type GradNode } from '../tensor/tensor';
 
 let gradEnabled = true;
@@ -34,7 +34,7 @@ export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
 
 /** A second handle on t's storage, owned by whoever saved it (survives t.dispose()). */
 export function alias(t: Tensor): Tensor {
-  return keep(new Tensor(native.reshape(t.handle, [...t.shape])));
+  return keep(viewOf(t));
 }
 
 export type BackwardFn = (grad: Tensor) => (Tensor | null)[];
@@ -125,7 +125,7 @@ export function backward(root: Tensor, grad?: Tensor, opts: BackwardOptions = {}
   if (grad === undefined) {
     if (root.size !== 1)
       fail('ERR_SHAPE', 'backward', 'grad', 'a gradient tensor for a non-scalar output', `none for shape [${root.shape.join(', ')}]`);
-    seed = keep(new Tensor(native.full([...root.shape], root.dtype, root.device, 1)));
+    seed = keep(onesOf(root));
   } else {
     if (!(grad instanceof Tensor)) fail('ERR_ARG', 'backward', 'grad', 'a Tensor', describe(grad));
     if (grad.shape.join() !== root.shape.join())
@@ -145,7 +145,7 @@ export function backward(root: Tensor, grad?: Tensor, opts: BackwardOptions = {}
       grads.set(t, g);
       return;
     }
-    const sum = keep(new Tensor(native.binary(0, prev.handle, g.handle)));
+    const sum = keep(addUntaped(prev, g));
     prev.dispose();
     g.dispose();
     placed.add(sum);
@@ -163,7 +163,7 @@ export function backward(root: Tensor, grad?: Tensor, opts: BackwardOptions = {}
       if (!node) {
         // A leaf: accumulate into .grad.
         if (t.grad && !t.grad.isDisposed) {
-          const sum = keep(new Tensor(native.binary(0, t.grad.handle, g.handle)));
+          const sum = keep(addUntaped(t.grad, g));
           t.grad.dispose();
           g.dispose();
           t.grad = sum;
@@ -212,7 +212,7 @@ Tensor.prototype.backward = function (this: Tensor, grad?: Tensor, opts?: Backwa
   backward(this, grad, opts);
 };
 Tensor.prototype.detach = function (this: Tensor): Tensor {
-  return new Tensor(native.reshape(this.handle, [...this.shape]));
+  return viewOf(this);
 };
 Tensor.prototype.requiresGrad_ = function <T extends Tensor>(this: T, flag = true): T {
   if (this.gradFn) fail('ERR_ARG', 'requiresGrad_', 'tensor', 'a leaf tensor', 'the output of an op');

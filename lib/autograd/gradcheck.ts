@@ -5,7 +5,8 @@
  * input element is then perturbed by +-eps and dL/dx estimated as (L+ - L-) / (2 eps).
  */
 import { describe, fail } from '../native/errors';
-import { native } from '../native/addon';
+import { mul } from '../ops/elementwise';
+import { sum } from '../ops/shape';
 import { tensor } from '../tensor/create';
 import { Tensor, tidy } from '../tensor/tensor';
 import { noGrad } from './engine';
@@ -64,10 +65,11 @@ export function gradcheck(fn: (...inputs: Tensor[]) => Tensor, inputs: Tensor[],
   const lossOf = (out: Tensor): Tensor => {
     if (!v) v = weights(out.size);
     const w = tensor(v, [...out.shape], { dtype: 'float64' });
-    const m = native.binary(2, out.handle, w.handle);
-    const s = native.sum(m, [], false);
+    const m = mul(out, w);
+    const s = sum(m);
     m.dispose();
-    return new Tensor(s);
+    w.dispose();
+    return s;
   };
 
   // Analytic: one backward of L = sum(v * out).

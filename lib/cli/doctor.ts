@@ -153,14 +153,13 @@ export function collectReport(): DoctorReport {
     return report;
   }
 
-  const native = addon.native;
   try {
-    report.cpu.features = native.cpuFeatures();
-    report.cpu.gemmIsa = gemmIsa(report.cpu.features, cap);
-    report.cpu.threads = native.numThreads();
-    // A grouped 3x3 convolution of ones, padding 1: 9 inside, 4 in a corner.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const rx = require('../index') as typeof import('../index');
+    report.cpu.features = rx.cpuFeatures();
+    report.cpu.gemmIsa = gemmIsa(report.cpu.features, cap);
+    report.cpu.threads = rx.numThreads();
+    // A grouped 3x3 convolution of ones, padding 1: 9 inside, 4 in a corner.
     const y = rx.tidy(() => rx.conv2d(rx.ones([1, 4, 5, 5]), rx.ones([4, 2, 3, 3]), { padding: 1, groups: 2 }).dataSync());
     report.cpu.check = y[0] === 8 && y[6] === 18 ? 'ok' : `a test convolution gave ${y[0]} and ${y[6]} where 8 and 18 were expected`;
   } catch (e) {

@@ -4,7 +4,6 @@
  * the bottleneck with a grouped 3x3 convolution (Xie et al. 2017, Fig. 3(c)); stride 2 sits in
  * the 3x3 conv ("ResNet v1.5"). Every BN+ReLU pair and the residual join run as fused ops.
  */
-import { native } from '../native/addon';
 import { describe, fail } from '../native/errors';
 import { flatten } from '../ops/shape';
 import type { Tensor } from '../tensor/tensor';
@@ -114,7 +113,7 @@ export class ResNet extends Module {
 export function zeroInitResidual(model: Module): void {
   for (const [, m] of model.namedModules()) {
     const last = m instanceof Bottleneck ? m.bn3 : (m as { lastBN?: BatchNorm2d }).lastBN;
-    if (last) native.fill(last.weight.handle, 0);
+    if (last) last.weight.fill_(0);
   }
 }
 

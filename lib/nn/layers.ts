@@ -5,7 +5,6 @@
  * BN weight 1 / bias 0, and PyTorch's default uniform(+-1/sqrt(fan_in)) for Linear.
  */
 import { describe, fail } from '../native/errors';
-import { native } from '../native/addon';
 import {
   batchNorm2d, batchNormAddReLU, batchNormReLU, conv2d, globalAvgPool2d, linear, maxPool2d,
   type BatchNormOptions,
@@ -115,7 +114,7 @@ export class BatchNorm2d extends Module {
     return batchNormAddReLU(x, residual, this.opts());
   }
   protected override syncOwnBuffers(): void {
-    native.fill(this.numBatchesTrackedBuf.handle, this.numBatchesTracked);
+    this.numBatchesTrackedBuf.fill_(this.numBatchesTracked);
   }
   protected override onLoad(): void {
     this.numBatchesTracked = this.numBatchesTrackedBuf.dataSync()[0];

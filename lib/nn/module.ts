@@ -5,10 +5,9 @@
  * torchvision state dict loads unchanged.
  */
 import { describe, fail, ResnextError } from '../native/errors';
-import { native } from '../native/addon';
 import { ensureDevice } from '../native/cuda';
 import { noGrad } from '../autograd/engine';
-import { cast } from '../ops/shape';
+import { cast, to } from '../ops/shape';
 import { Tensor, type Device } from '../tensor/tensor';
 
 export type StateDict = Record<string, Tensor>;
@@ -90,7 +89,7 @@ export abstract class Module {
     ensureDevice('Module.to', device);
     for (const t of [...this.parameters(), ...this.buffers()]) {
       if (t.device === device) continue;
-      t._replaceHandle(native.copy(t.handle, device));
+      t._moveTo(device);
       if (t.grad) {
         t.grad.dispose();
         t.grad = null;
@@ -146,13 +145,13 @@ export abstract class Module {
         const src = entries.get(k);
         if (!src) continue;
         let s = src;
-        if (s.device !== t.device) s = new Tensor(native.copy(s.handle, t.device));
+        if (s.device !== t.device) s = noGrad(() => to(s, t.device));
         if (s.dtype !== t.dtype) {
           const c = cast(s, t.dtype);
           if (s !== src) s.dispose();
           s = c;
         }
-        native.copyInto(s.handle, t.handle);
+        t.copy_(s);
         if (s !== src) s.dispose();
       }
     });

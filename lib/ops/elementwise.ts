@@ -1,13 +1,10 @@
 /** Elementwise ops with broadcasting, scalar ops, unary math and ReLU, each with its gradient. */
 import { fail, describe } from '../native/errors';
-import { native } from '../native/addon';
+import { native, type BinaryOp, type ScalarOp, type UnaryOp } from '../native/addon';
 import { defineGradient, needsGrad, record } from '../autograd/engine';
 import { Tensor } from '../tensor/tensor';
 import { H, sumTo, T } from './util';
 
-enum Bin { Add = 0, Sub = 1, Mul = 2, Div = 3, Max = 4, Gt = 5 }
-enum Sc { Add = 0, Mul = 1, Pow = 2, RSub = 3, RDiv = 4 }
-enum Un { Neg = 0, Exp = 1, Log = 2, Sqrt = 3, Abs = 4, Sign = 5 }
 
 defineGradient('add', ['a', 'b']);
 defineGradient('sub', ['a', 'b']);
@@ -24,9 +21,9 @@ defineGradient('log', ['x']);
 defineGradient('sqrt', ['x']);
 defineGradient('relu', ['x']);
 
-const bin = (op: Bin, a: Tensor, b: Tensor) => T(native.binary(op, a.handle, b.handle));
-const sc = (op: Sc, x: Tensor, s: number) => T(native.scalar(op, x.handle, s));
-const un = (op: Un, x: Tensor) => T(native.unary(op, x.handle));
+const bin = (op: BinaryOp, a: Tensor, b: Tensor) => T(native.binary(op, a.handle, b.handle));
+const sc = (op: ScalarOp, x: Tensor, s: number) => T(native.scalar(op, x.handle, s));
+const un = (op: UnaryOp, x: Tensor) => T(native.unary(op, x.handle));
 
 function scalarArg(op: string, arg: string, v: unknown): number {
   if (typeof v !== 'number' || Number.isNaN(v)) fail('ERR_ARG', op, arg, 'a Tensor or a number', describe(v));
@@ -39,10 +36,10 @@ export function add(a: Tensor | number, b: Tensor | number): Tensor {
   if (!(b instanceof Tensor)) {
     const s = scalarArg('add', 'b', b);
     H('add', 'a', a);
-    const out = sc(Sc.Add, a, s);
+    const out = sc('add', a, s);
     return needsGrad(a) ? record(out, 'addScalar', [a], [], (g) => [g]) : out;
   }
-  const out = T(native.binary(Bin.Add, H('add', 'a', a), H('add', 'b', b)));
+  const out = T(native.binary('add', H('add', 'a', a), H('add', 'b', b)));
   if (!needsGrad(a, b)) return out;
   return record(out, 'add', [a, b], [], (g) => [sumTo(g, a.shape), sumTo(g, b.shape)]);
 }
@@ -53,14 +50,14 @@ export function sub(a: Tensor | number, b: Tensor | number): Tensor {
     const s = scalarArg('sub', 'a', a);
     H('sub', 'b', b);
     const x = b as Tensor;
-    const out = sc(Sc.RSub, x, s);
-    return needsGrad(x) ? record(out, 'rsubScalar', [x], [], (g) => [un(Un.Neg, g)]) : out;
+    const out = sc('rsub', x, s);
+    return needsGrad(x) ? record(out, 'rsubScalar', [x], [], (g) => [un('neg', g)]) : out;
   }
   if (!(b instanceof Tensor)) return add(a, -scalarArg('sub', 'b', b));
-  const out = T(native.binary(Bin.Sub, H('sub', 'a', a), H('sub', 'b', b)));
+  const out = T(native.binary('sub', H('sub', 'a', a), H('sub', 'b', b)));
   if (!needsGrad(a, b)) return out;
   return record(out, 'sub', [a, b], [], (g) => {
-    const nb = un(Un.Neg, g);
+    const nb = un('neg', g);
     const gb = sumTo(nb, b.shape);
     if (gb !== nb) nb.dispose();
     return [sumTo(g, a.shape), gb];
@@ -73,14 +70,14 @@ export function mul(a: Tensor | number, b: Tensor | number): Tensor {
   if (!(b instanceof Tensor)) {
     const s = scalarArg('mul', 'b', b);
     H('mul', 'a', a);
-    const out = sc(Sc.Mul, a, s);
-    return needsGrad(a) ? record(out, 'mulScalar', [a], [], (g) => [sc(Sc.Mul, g, s)]) : out;
+    const out = sc('mul', a, s);
+    return needsGrad(a) ? record(out, 'mulScalar', [a], [], (g) => [sc('mul', g, s)]) : out;
   }
-  const out = T(native.binary(Bin.Mul, H('mul', 'a', a), H('mul', 'b', b)));
+  const out = T(native.binary('mul', H('mul', 'a', a), H('mul', 'b', b)));
   if (!needsGrad(a, b)) return out;
   return record(out, 'mul', [a, b], [a, b], (g, [sa, sb]) => [
-    a.requiresGrad ? reduceOwned(bin(Bin.Mul, g, sb), a.shape) : null,
-    b.requiresGrad ? reduceOwned(bin(Bin.Mul, g, sa), b.shape) : null,
+    a.requiresGrad ? reduceOwned(bin('mul', g, sb), a.shape) : null,
+    b.requiresGrad ? reduceOwned(bin('mul', g, sa), b.shape) : null,
   ]);
 }
 
@@ -90,13 +87,13 @@ export function div(a: Tensor | number, b: Tensor | number): Tensor {
     const s = scalarArg('div', 'a', a);
     H('div', 'b', b);
     const x = b as Tensor;
-    const out = sc(Sc.RDiv, x, s);
+    const out = sc('rdiv', x, s);
     // d(s/x) = -s/x^2
     return needsGrad(x)
       ? record(out, 'rdivScalar', [x], [x], (g, [sx]) => {
-          const x2 = bin(Bin.Mul, sx, sx);
-          const q = bin(Bin.Div, g, x2);
-          const r = sc(Sc.Mul, q, -s);
+          const x2 = bin('mul', sx, sx);
+          const q = bin('div', g, x2);
+          const r = sc('mul', q, -s);
           x2.dispose();
           q.dispose();
           return [r];
@@ -104,16 +101,16 @@ export function div(a: Tensor | number, b: Tensor | number): Tensor {
       : out;
   }
   if (!(b instanceof Tensor)) return mul(a, 1 / scalarArg('div', 'b', b));
-  const out = T(native.binary(Bin.Div, H('div', 'a', a), H('div', 'b', b)));
+  const out = T(native.binary('div', H('div', 'a', a), H('div', 'b', b)));
   if (!needsGrad(a, b)) return out;
   return record(out, 'div', [a, b], [a, b], (g, [sa, sb]) => {
-    const ga = a.requiresGrad ? reduceOwned(bin(Bin.Div, g, sb), a.shape) : null;
+    const ga = a.requiresGrad ? reduceOwned(bin('div', g, sb), a.shape) : null;
     let gb: Tensor | null = null;
     if (b.requiresGrad) {
-      const b2 = bin(Bin.Mul, sb, sb);
-      const ab = bin(Bin.Div, sa, b2);
-      const t = bin(Bin.Mul, g, ab);
-      const n = un(Un.Neg, t);
+      const b2 = bin('mul', sb, sb);
+      const ab = bin('div', sa, b2);
+      const t = bin('mul', g, ab);
+      const n = un('neg', t);
       b2.dispose();
       ab.dispose();
       t.dispose();
@@ -134,12 +131,12 @@ function reduceOwned(t: Tensor, shape: readonly number[]): Tensor {
 export function pow(x: Tensor, p: number): Tensor {
   const s = scalarArg('pow', 'exponent', p);
   H('pow', 'x', x);
-  const out = sc(Sc.Pow, x, s);
+  const out = sc('pow', x, s);
   if (!needsGrad(x)) return out;
   return record(out, 'pow', [x], [x], (g, [sx]) => {
-    const xp = sc(Sc.Pow, sx, s - 1);
-    const k = sc(Sc.Mul, xp, s);
-    const r = bin(Bin.Mul, g, k);
+    const xp = sc('pow', sx, s - 1);
+    const k = sc('mul', xp, s);
+    const r = bin('mul', g, k);
     xp.dispose();
     k.dispose();
     return [r];
@@ -147,38 +144,38 @@ export function pow(x: Tensor, p: number): Tensor {
 }
 
 export function neg(x: Tensor): Tensor {
-  const out = T(native.unary(Un.Neg, H('neg', 'x', x)));
-  return needsGrad(x) ? record(out, 'neg', [x], [], (g) => [un(Un.Neg, g)]) : out;
+  const out = T(native.unary('neg', H('neg', 'x', x)));
+  return needsGrad(x) ? record(out, 'neg', [x], [], (g) => [un('neg', g)]) : out;
 }
 
 export function exp(x: Tensor): Tensor {
-  const out = T(native.unary(Un.Exp, H('exp', 'x', x)));
-  return needsGrad(x) ? record(out, 'exp', [x], [out], (g, [y]) => [bin(Bin.Mul, g, y)]) : out;
+  const out = T(native.unary('exp', H('exp', 'x', x)));
+  return needsGrad(x) ? record(out, 'exp', [x], [out], (g, [y]) => [bin('mul', g, y)]) : out;
 }
 
 export function log(x: Tensor): Tensor {
-  const out = T(native.unary(Un.Log, H('log', 'x', x)));
-  return needsGrad(x) ? record(out, 'log', [x], [x], (g, [sx]) => [bin(Bin.Div, g, sx)]) : out;
+  const out = T(native.unary('log', H('log', 'x', x)));
+  return needsGrad(x) ? record(out, 'log', [x], [x], (g, [sx]) => [bin('div', g, sx)]) : out;
 }
 
 export function sqrt(x: Tensor): Tensor {
-  const out = T(native.unary(Un.Sqrt, H('sqrt', 'x', x)));
+  const out = T(native.unary('sqrt', H('sqrt', 'x', x)));
   if (!needsGrad(x)) return out;
   return record(out, 'sqrt', [x], [out], (g, [y]) => {
-    const q = bin(Bin.Div, g, y);
-    const r = sc(Sc.Mul, q, 0.5);
+    const q = bin('div', g, y);
+    const r = sc('mul', q, 0.5);
     q.dispose();
     return [r];
   });
 }
 
 export function abs(x: Tensor): Tensor {
-  return T(native.unary(Un.Abs, H('abs', 'x', x)));
+  return T(native.unary('abs', H('abs', 'x', x)));
 }
 
 /** Elementwise maximum (no gradient). */
 export function maximum(a: Tensor, b: Tensor): Tensor {
-  return T(native.binary(Bin.Max, H('maximum', 'a', a), H('maximum', 'b', b)));
+  return T(native.binary('maximum', H('maximum', 'a', a), H('maximum', 'b', b)));
 }
 
 /** max(x, 0). */

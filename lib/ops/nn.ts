@@ -4,7 +4,7 @@
  * Each forward sits next to its gradient.
  */
 import { describe, fail, typedArrayKind } from '../native/errors';
-import { native } from '../native/addon';
+import { native, type BnAct } from '../native/addon';
 import { defineGradient, needsGrad, record } from '../autograd/engine';
 import { tensor } from '../tensor/create';
 import { Tensor } from '../tensor/tensor';
@@ -40,11 +40,12 @@ export function conv2d(x: Tensor, w: Tensor, options?: Conv2dOptions): Tensor {
   const padding = pair(op, 'padding', o.padding, 0, 0);
   const groups = int(op, 'groups', o.groups, 1, 1);
   const b = o.bias ?? null;
-  const out = T(native.conv2dForward(H(op, 'input', x), H(op, 'weight', w), optH(op, 'bias', b), stride, padding, groups));
+  const args = { stride, padding, groups };
+  const out = T(native.conv2dForward(H(op, 'input', x), H(op, 'weight', w), optH(op, 'bias', b), args));
   if (!needsGrad(x, w, b)) return out;
   return record(out, op, [x, w, b], [x, w], (g, [sx, sw]) => [
-    x.requiresGrad ? T(native.conv2dBackwardData(g.handle, sw.handle, [...x.shape], stride, padding, groups)) : null,
-    w.requiresGrad ? T(native.conv2dBackwardFilter(g.handle, sx.handle, [...w.shape], stride, padding, groups)) : null,
+    x.requiresGrad ? T(native.conv2dBackwardData(g.handle, sw.handle, [...x.shape], args)) : null,
+    w.requiresGrad ? T(native.conv2dBackwardFilter(g.handle, sx.handle, [...w.shape], args)) : null,
     b?.requiresGrad ? T(native.sum(g.handle, [0, 2, 3], false)) : null,
   ]);
 }
@@ -62,35 +63,32 @@ export interface BatchNormOptions {
   eps?: number;
 }
 
-enum Act { None = 0, ReLU = 1, AddReLU = 2 }
-
-function bn(op: string, act: Act, x: Tensor, residual: Tensor | null, options: BatchNormOptions): Tensor {
+function bn(op: string, act: BnAct, x: Tensor, residual: Tensor | null, options: BatchNormOptions): Tensor {
   if (typeof options !== 'object' || options === null)
     fail('ERR_ARG', op, 'options', '{ weight, bias, runningMean, runningVar, training?, momentum?, eps? }', describe(options));
   const { weight, bias, runningMean, runningVar } = options;
   const training = bool(op, 'training', options.training, true);
   const momentum = num(op, 'momentum', options.momentum, 0.1);
   const eps = num(op, 'eps', options.eps, 1e-5);
+  const args = { training, momentum, eps, act };
   const [y, sm, si] = native.batchNormForward(
     H(op, 'input', x), H(op, 'weight', weight), H(op, 'bias', bias),
-    act === Act.AddReLU ? H(op, 'residual', residual) : null,
-    H(op, 'runningMean', runningMean), H(op, 'runningVar', runningVar), training, momentum, eps, act,
+    act === 'addRelu' ? H(op, 'residual', residual) : null,
+    H(op, 'runningMean', runningMean), H(op, 'runningVar', runningVar), args,
   );
   const out = T(y);
   const saveMean = T(sm);
   const saveInvstd = T(si);
-  const inputs = act === Act.AddReLU ? [x, residual, weight, bias] : [x, weight, bias];
+  const inputs = act === 'addRelu' ? [x, residual, weight, bias] : [x, weight, bias];
   if (!needsGrad(...inputs)) {
     saveMean.dispose();
     saveInvstd.dispose();
     return out;
   }
   record(out, op, inputs, [x, out, weight, saveMean, saveInvstd], (g, [sx, sy, sw, smean, sinv]) => {
-    const [gx, gg, gb, gr] = native.batchNormBackward(
-      g.handle, sx.handle, sy.handle, sw.handle, smean.handle, sinv.handle, training, momentum, eps, act,
-    );
+    const [gx, gg, gb, gr] = native.batchNormBackward(g.handle, sx.handle, sy.handle, sw.handle, smean.handle, sinv.handle, args);
     const grads = [T(gx), T(gg), T(gb)];
-    return act === Act.AddReLU ? [grads[0], T(gr!), grads[1], grads[2]] : grads;
+    return act === 'addRelu' && gr ? [grads[0], T(gr), grads[1], grads[2]] : grads;
   });
   saveMean.dispose(); // the node holds its own aliases
   saveInvstd.dispose();
@@ -99,17 +97,17 @@ function bn(op: string, act: Act, x: Tensor, residual: Tensor | null, options: B
 
 /** Batch normalisation over N, H, W per channel (training: batch statistics, running stats updated in place). */
 export function batchNorm2d(x: Tensor, options: BatchNormOptions): Tensor {
-  return bn('batchNorm2d', Act.None, x, null, options);
+  return bn('batchNorm2d', 'none', x, null, options);
 }
 
 /** relu(batchNorm2d(x)) as one op (one fused kernel on the GPU). */
 export function batchNormReLU(x: Tensor, options: BatchNormOptions): Tensor {
-  return bn('batchNormReLU', Act.ReLU, x, null, options);
+  return bn('batchNormReLU', 'relu', x, null, options);
 }
 
 /** relu(batchNorm2d(x) + residual) as one op: the end of every ResNeXt block. */
 export function batchNormAddReLU(x: Tensor, residual: Tensor, options: BatchNormOptions): Tensor {
-  return bn('batchNormAddReLU', Act.AddReLU, x, residual, options);
+  return bn('batchNormAddReLU', 'addRelu', x, residual, options);
 }
 
 // ------------------------------------------------------------------ pooling
@@ -126,7 +124,7 @@ export function maxPool2d(x: Tensor, kernelSize: number | [number, number], opti
   const k = pair(op, 'kernelSize', kernelSize, 1, 1);
   const stride = o.stride === undefined ? k : pair(op, 'stride', o.stride, 1, 1);
   const padding = pair(op, 'padding', o.padding, 0, 0);
-  const [y, idx] = native.maxPool2dForward(H(op, 'input', x), k, stride, padding);
+  const [y, idx] = native.maxPool2dForward(H(op, 'input', x), { kernelSize: k, stride, padding });
   const out = T(y);
   const indices = T(idx);
   if (!needsGrad(x)) {
@@ -150,7 +148,7 @@ export function globalAvgPool2d(x: Tensor): Tensor {
 /** x [N, in] times w [out, in] transposed, plus bias [out]. */
 export function linear(x: Tensor, w: Tensor, b?: Tensor | null): Tensor {
   const op = 'linear';
-  const out = T(native.linearForward(H(op, 'input', x), H(op, 'weight', w), optH(op, 'bias', b)));
+  const out = T(native.linear(H(op, 'input', x), H(op, 'weight', w), optH(op, 'bias', b)));
   if (!needsGrad(x, w, b)) return out;
   return record(out, op, [x, w, b ?? null], [x, w], (g, [sx, sw]) => [
     x.requiresGrad ? T(native.matmul(g.handle, sw.handle, false, false)) : null,
@@ -227,10 +225,7 @@ export function topk(x: Tensor, k: number): Tensor {
 
 /** Index of the largest value of each row: int32 [N]. */
 export function argmax(x: Tensor): Tensor {
-  const t = native.topk(H('argmax', 'input', x), 1);
-  const r = native.reshape(t, [x.shape[0]]);
-  t.dispose();
-  return T(r);
+  return T(native.argmax(H('argmax', 'input', x)));
 }
 
 // ------------------------------------------------------------------ optimiser update
@@ -255,10 +250,12 @@ export function sgdStep(param: Tensor, grad: Tensor, options: SgdStepOptions): v
   const op = 'sgdStep';
   if (typeof options !== 'object' || options === null) fail('ERR_ARG', op, 'options', '{ lr, momentum?, ... }', describe(options));
   if (options.lr === undefined) fail('ERR_ARG', op, 'lr', 'a finite number', 'undefined');
-  native.sgdStep(
-    H(op, 'param', param), H(op, 'grad', grad), optH(op, 'momentumBuffer', options.momentumBuffer),
-    num(op, 'lr', options.lr, 0), num(op, 'momentum', options.momentum, 0), num(op, 'dampening', options.dampening, 0),
-    num(op, 'weightDecay', options.weightDecay, 0), bool(op, 'nesterov', options.nesterov, false),
-    bool(op, 'firstStep', options.firstStep, true),
-  );
+  native.sgdStep(H(op, 'param', param), H(op, 'grad', grad), optH(op, 'momentumBuffer', options.momentumBuffer), {
+    lr: num(op, 'lr', options.lr, 0),
+    momentum: num(op, 'momentum', options.momentum, 0),
+    dampening: num(op, 'dampening', options.dampening, 0),
+    weightDecay: num(op, 'weightDecay', options.weightDecay, 0),
+    nesterov: bool(op, 'nesterov', options.nesterov, false),
+    firstStep: bool(op, 'firstStep', options.firstStep, true),
+  });
 }

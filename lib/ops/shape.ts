@@ -58,9 +58,9 @@ export function cast(x: Tensor, dtype: DType): Tensor {
 
 /** A copy on another device. */
 export function to(x: Tensor, device: 'cpu' | 'cuda'): Tensor {
-  const out = T(native.copy(H('to', 'x', x), deviceOf('to', device)));
+  const out = T(native.to(H('to', 'x', x), deviceOf('to', device)));
   if (!needsGrad(x)) return out;
-  return record(out, 'to', [x], [], (g) => [T(native.copy(g.handle, x.device))]);
+  return record(out, 'to', [x], [], (g) => [T(native.to(g.handle, x.device))]);
 }
 
 /** A copy of x (same device and dtype), differentiable. */

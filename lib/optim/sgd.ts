@@ -5,7 +5,6 @@
  * run in place by one native kernel per parameter. The learning rate is a plain field that a
  * schedule sets before each step.
  */
-import { native } from '../native/addon';
 import { describe, fail } from '../native/errors';
 import { sgdStep } from '../ops/nn';
 import { zerosLike } from '../tensor/create';
@@ -98,7 +97,7 @@ export class SGD {
     this.buffers = state.buffers.map((b, i) => {
       if (!b) return null;
       const t = keep(zerosLike(this.params[i]));
-      native.copyInto(b.handle, t.handle);
+      t.copy_(b);
       return t;
     });
     this.stepCount = state.step;

@@ -31,7 +31,7 @@ export function checkShape(op: string, shape: unknown, arg = 'shape'): number[] 
   return shape as number[];
 }
 
-export function deviceOf(op: string, d: unknown): string {
+export function deviceOf(op: string, d: unknown): Device {
   if (d === undefined || d === 'cpu') return 'cpu';
   if (d === 'cuda' || d === 'cuda:0') {
     ensureDevice(op, 'cuda');
@@ -113,11 +113,19 @@ export function tensor(data: ArrayLike<number> | number | unknown[], shape?: num
   return finish(new Tensor(native.fromData(typed, s, dtype, device)), op, o);
 }
 
+/** A constant tensor; each public name reaches the core op of that name, so errors name it. */
+function constant(op: 'full' | 'zeros' | 'ones', shape: number[], value: number, opts?: TensorOptions): Tensor {
+  const o = checkOpts(op, opts);
+  const s = checkShape(op, shape);
+  const dtype = checkDType(op, o.dtype ?? 'float32');
+  const device = deviceOf(op, o.device);
+  const t = op === 'zeros' ? native.zeros(s, dtype, device) : op === 'ones' ? native.ones(s, dtype, device) : native.full(s, dtype, device, value);
+  return finish(new Tensor(t), op, o);
+}
+
 export function full(shape: number[], value: number, opts?: TensorOptions): Tensor {
-  const o = checkOpts('full', opts);
   if (typeof value !== 'number') fail('ERR_ARG', 'full', 'value', 'a number', describe(value));
-  const t = native.full(checkShape('full', shape), checkDType('full', o.dtype ?? 'float32'), deviceOf('full', o.device), value);
-  return finish(new Tensor(t), 'full', o);
+  return constant('full', shape, value, opts);
 }
 
 /** A tensor with uninitialised contents (like torch.empty): fast, for buffers that are overwritten. */
@@ -128,19 +136,19 @@ export function empty(shape: number[], opts?: TensorOptions): Tensor {
 }
 
 export function zeros(shape: number[], opts?: TensorOptions): Tensor {
-  return full(shape, 0, opts);
+  return constant('zeros', shape, 0, opts);
 }
 
 export function ones(shape: number[], opts?: TensorOptions): Tensor {
-  return full(shape, 1, opts);
+  return constant('ones', shape, 1, opts);
 }
 
 export function zerosLike(t: Tensor, opts?: TensorOptions): Tensor {
-  return full([...t.shape], 0, { dtype: t.dtype, device: t.device, ...opts });
+  return zeros([...t.shape], { dtype: t.dtype, device: t.device, ...opts });
 }
 
 export function onesLike(t: Tensor, opts?: TensorOptions): Tensor {
-  return full([...t.shape], 1, { dtype: t.dtype, device: t.device, ...opts });
+  return ones([...t.shape], { dtype: t.dtype, device: t.device, ...opts });
 }
 
 // ------------------------------------------------------------------ random
@@ -186,13 +194,13 @@ function draw(shape: number[], opts: RandomOptions | undefined, op: string): [nu
 /** Standard normal samples times std plus mean (defaults 1 and 0). */
 export function randn(shape: number[], opts?: RandomOptions & { mean?: number; std?: number }): Tensor {
   const [s, o, seed, off] = draw(shape, opts, 'randn');
-  const t = native.randNormal(s, checkDType('randn', o.dtype ?? 'float32'), deviceOf('randn', o.device), opts?.mean ?? 0, opts?.std ?? 1, seed, off);
+  const t = native.randn(s, checkDType('randn', o.dtype ?? 'float32'), deviceOf('randn', o.device), opts?.mean ?? 0, opts?.std ?? 1, seed, off);
   return finish(new Tensor(t), 'randn', o);
 }
 
 /** Uniform samples in [low, high) (defaults 0 and 1). */
 export function rand(shape: number[], opts?: RandomOptions & { low?: number; high?: number }): Tensor {
   const [s, o, seed, off] = draw(shape, opts, 'rand');
-  const t = native.randUniform(s, checkDType('rand', o.dtype ?? 'float32'), deviceOf('rand', o.device), opts?.low ?? 0, opts?.high ?? 1, seed, off);
+  const t = native.rand(s, checkDType('rand', o.dtype ?? 'float32'), deviceOf('rand', o.device), opts?.low ?? 0, opts?.high ?? 1, seed, off);
   return finish(new Tensor(t), 'rand', o);
 }

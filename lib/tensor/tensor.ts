@@ -133,6 +133,11 @@ export class Tensor {
    * so modules and optimisers that hold it see the change (like PyTorch's `param.data = ...`).
    * Frees the old handle.
    */
+  /** Moves this tensor's data to another device in place (Module.to): same Tensor, new storage. */
+  _moveTo(device: Device): void {
+    this._replaceHandle(native.to(this.handle, device));
+  }
+
   _replaceHandle(handle: TensorHandle): void {
     const old = this.handle;
     registry.unregister(this);
@@ -192,6 +197,20 @@ export class Tensor {
     return build(0, 0);
   }
 
+  /** Sets every element to value, in place (not recorded for autograd). */
+  fill_(value: number): this {
+    if (typeof value !== 'number') fail('ERR_ARG', 'fill_', 'value', 'a number', describe(value));
+    native.fill_(this.handle, value);
+    return this;
+  }
+
+  /** Copies src (same shape and dtype, any device) into this tensor, in place (not recorded for autograd). */
+  copy_(src: Tensor): this {
+    if (!(src instanceof Tensor)) fail('ERR_ARG', 'copy_', 'source', 'a Tensor', describe(src));
+    native.copy_(src.handle, this.handle);
+    return this;
+  }
+
   /** Frees this handle now (storage shared with views stays until they go too). Safe to call twice. */
   dispose(): void {
     if (!this.h) return;
@@ -236,5 +255,11 @@ export function numThreads(): number {
   return native.numThreads();
 }
 export function setNumThreads(n: number): void {
+  if (typeof n !== 'number' || !Number.isInteger(n)) fail('ERR_ARG', 'setNumThreads', 'threads', 'an integer in [1, 1024]', describe(n));
   native.setNumThreads(n);
+}
+
+/** The SIMD extensions of this CPU that the kernels can use (the choice is made at run time). */
+export function cpuFeatures(): { avx2: boolean; fma: boolean; avx512f: boolean } {
+  return native.cpuFeatures();
 }
