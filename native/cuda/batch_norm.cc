@@ -5,8 +5,9 @@
 // (residual add + ReLU): measured on an H200 with cuDNN 9.14 these succeed for bf16 and fp32 in
 // NHWC, while plain SPATIAL returns NOT_SUPPORTED for the fused ops and is ~50x slower
 // (design.md section 5). The fused backward needs the forward's reserve space (the ReLU mask),
-// the exact float statistics and beta; the op layer does not carry those, so forward keeps them
-// keyed by the output's device pointer and deallocate() drops them with the output.
+// the exact float statistics and beta: forward attaches them to save_invstd (Tensor::saved, the
+// backend interface's saved-state payload), so they live exactly as long as the tape keeps
+// that tensor for backward, and backward gets them back with it.
 // Eval uses cudnnBatchNormalizationForwardInference for plain BN and one own kernel for the
 // fused epilogues; eval backward (and training backward without a reserve) use own kernels.
 // Statistics and parameters are float32 for every activation dtype (what cuDNN requires);
@@ -15,7 +16,7 @@
 
 namespace rx::cuda {
 
-struct BnReserve {
+struct BnReserve : BackendSaved {
   DeviceBuffer reserve, mean, invstd, beta;
   size_t reserve_bytes = 0;
   Shape shape;
@@ -174,7 +175,7 @@ void CudaBackend::batch_norm_forward(const Tensor &x, const Tensor &gamma, const
   rv.write_back();
   sm.write_back();
   si.write_back();
-  bn_reserve()[y.raw()] = std::move(r);
+  save_invstd.set_saved(std::move(r));
 }
 
 void CudaBackend::batch_norm_backward(const Tensor &gy, const Tensor &x, const Tensor &y, const Tensor &gamma,
@@ -192,11 +193,10 @@ void CudaBackend::batch_norm_backward(const Tensor &gy, const Tensor &x, const T
   gx.set_layout(Layout::ChannelsLast);
   if (gresidual) gresidual->set_layout(Layout::ChannelsLast);
 
-  BnReserve *r = nullptr;
-  auto it = bn_reserve().find(y.raw());
-  if (it != bn_reserve().end() && it->second->shape == x.shape() && it->second->dtype == x.dtype() &&
-      it->second->act == a.act && it->second->eps == a.eps && py == y.raw())
-    r = it->second.get();
+  // What our training forward saved, if these statistics came from it for this very input.
+  BnReserve *r = dynamic_cast<BnReserve *>(save_invstd.saved());
+  if (r && !(r->shape == x.shape() && r->dtype == x.dtype() && r->act == a.act && r->eps == a.eps && py == y.raw()))
+    r = nullptr;
 
   if (a.training && r) {
     FusedBnDescs bn(x.dtype(), N, C, H, W, a.act, op);

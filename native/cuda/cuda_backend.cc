@@ -190,7 +190,6 @@ CudaBackend::CudaBackend() {
 CudaBackend::~CudaBackend() {
   // Only reached if construction half-failed or a host deletes us; the loaded backend lives
   // for the whole process (tensors may be freed during static destruction).
-  bn_reserve_.clear();
   conv_.reset();
   if (host_flag_) cudaFreeHost(host_flag_);
   if (cublas_) cublasDestroy(cublas_);
@@ -212,8 +211,6 @@ void *CudaBackend::allocate(size_t bytes) { return raw_allocate(bytes); }
 
 void CudaBackend::deallocate(void *p, size_t) {
   RX_LOCK;
-  // A batch-norm output going away takes its saved reserve space with it.
-  if (!bn_reserve_.empty()) bn_reserve_.erase(p);
   alloc_.deallocate(p);
 }
 

@@ -163,7 +163,7 @@ void launch_bn_backward(DType dt, const void *gy, const void *x, const void *y, 
 
 // ---------------------------------------------------------------- the backend
 
-struct BnReserve;   // cuDNN reserve space + exact float statistics kept from forward to backward
+struct BnReserve;   // cuDNN reserve space + exact float statistics, attached to save_invstd
 struct ConvCache;   // engine choice per (direction, shape, dtype), see conv2d.cc
 std::shared_ptr<ConvCache> make_conv_cache();
 
@@ -233,7 +233,6 @@ class CudaBackend final : public Backend {
   const float *f32_data(const Tensor &t, DeviceBuffer &tmp);
   void store_f32(const float *src, Tensor &dst);
   bool strict_fp32() const { return strict_fp32_; }
-  std::unordered_map<const void *, std::shared_ptr<BnReserve>> &bn_reserve() { return bn_reserve_; }
 
  private:
   void ensure_cuda(const Tensor &t, const char *op);
@@ -246,8 +245,6 @@ class CudaBackend final : public Backend {
   CachingAllocator alloc_;
   bool strict_fp32_ = false;  // RESNEXT_CUDA_STRICT_FP32=1: no TF32 in convolutions and matmuls
   std::shared_ptr<ConvCache> conv_;  // shared_ptr: the type is complete only in conv2d.cc
-  // y's device pointer -> what cuDNN's fused backward needs from that forward call.
-  std::unordered_map<const void *, std::shared_ptr<BnReserve>> bn_reserve_;
   int32_t *host_flag_ = nullptr;  // pinned, for the cross-entropy target check
 };
 
