@@ -10,13 +10,10 @@ export {
 } from './tensor/create';
 export { noGrad, isGradEnabled, backward, gradientRegistry, type BackwardOptions } from './autograd/engine';
 export { gradcheck, type GradcheckOptions, type GradcheckResult } from './autograd/gradcheck';
-export { add, sub, mul, div, pow, neg, exp, log, sqrt, abs, maximum, relu } from './ops/elementwise';
-export { reshape, flatten, permute, expand, cast, to, clone, sum, mean } from './ops/shape';
-export {
-  conv2d, batchNorm2d, batchNormReLU, batchNormAddReLU, maxPool2d, globalAvgPool2d, linear, matmul,
-  crossEntropy, topk, argmax, sgdStep,
-  type Conv2dOptions, type BatchNormOptions, type MaxPool2dOptions, type SgdStepOptions, type Targets,
-} from './ops/nn';
+// Every public op: each lib/ops module exports exactly its public functions and option types.
+export * from './ops/elementwise';
+export * from './ops/shape';
+export * from './ops/nn';
 export { addonPath } from './native/addon';
 export { cudaAvailable, cudaStatus, deviceInfo, type CudaStatus, type DeviceInfo } from './native/cuda';
 export * as nn from './nn';

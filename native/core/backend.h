@@ -39,57 +39,8 @@ class Backend {
   virtual int num_threads() { return 1; }
   virtual void set_num_threads(int) {}
 
-  // Data movement. copy: same shape/dtype, either tensor may live on this backend's device.
-  virtual void fill(Tensor &t, double value) = 0;
-  virtual void copy(const Tensor &src, Tensor &dst) = 0;
-  virtual void cast(const Tensor &src, Tensor &dst) = 0;
-  virtual void permute(const Tensor &src, Tensor &dst, const std::vector<int> &perm) = 0;
-  virtual void expand(const Tensor &src, Tensor &dst) = 0;  // broadcast src to dst's shape
-  // Counter-based generator: element i draws from (seed, offset + i), so results do not
-  // depend on thread count or device.
-  virtual void random_uniform(Tensor &t, double lo, double hi, uint64_t seed, uint64_t offset) = 0;
-  virtual void random_normal(Tensor &t, double mean, double std, uint64_t seed, uint64_t offset) = 0;
-
-  virtual void conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, Tensor &y, const Conv2dArgs &a) = 0;
-  virtual void conv2d_backward_data(const Tensor &gy, const Tensor &w, Tensor &gx, const Conv2dArgs &a) = 0;
-  virtual void conv2d_backward_filter(const Tensor &gy, const Tensor &x, Tensor &gw, const Conv2dArgs &a) = 0;
-
-  // residual only for BnAct::AddReLU. Updates running stats in training mode. A backend whose
-  // backward needs more than the saved statistics sets save_invstd.saved (backward gets it back).
-  virtual void batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta, const Tensor *residual,
-                                  Tensor &running_mean, Tensor &running_var, Tensor &y, Tensor &save_mean,
-                                  Tensor &save_invstd, const BatchNormArgs &a) = 0;
-  // y is the forward output (its sign masks the ReLU); gresidual only for AddReLU.
-  virtual void batch_norm_backward(const Tensor &gy, const Tensor &x, const Tensor &y, const Tensor &gamma,
-                                   const Tensor &save_mean, const Tensor &save_invstd, Tensor &gx, Tensor &ggamma,
-                                   Tensor &gbeta, Tensor *gresidual, const BatchNormArgs &a) = 0;
-
-  virtual void relu_forward(const Tensor &x, Tensor &y) = 0;
-  virtual void relu_backward(const Tensor &gy, const Tensor &y, Tensor &gx) = 0;
-  virtual void binary(BinaryOp op, const Tensor &a, const Tensor &b, Tensor &out) = 0;  // broadcasting
-  virtual void scalar(ScalarOp op, const Tensor &x, double s, Tensor &out) = 0;
-  virtual void unary(UnaryOp op, const Tensor &x, Tensor &out) = 0;
-  // Sums over the axes where reduce[i] is true; out has x's rank with those axes set to 1.
-  virtual void sum(const Tensor &x, const std::vector<bool> &reduce, Tensor &out) = 0;
-
-  virtual void max_pool2d_forward(const Tensor &x, Tensor &y, Tensor &indices, const Pool2dArgs &a) = 0;
-  virtual void max_pool2d_backward(const Tensor &gy, const Tensor &indices, Tensor &gx) = 0;
-  virtual void global_avg_pool2d_forward(const Tensor &x, Tensor &y) = 0;
-  virtual void global_avg_pool2d_backward(const Tensor &gy, Tensor &gx) = 0;
-
-  // out[M,N] = op(a) op(b) (+ bias[N] broadcast over rows when given)
-  virtual void matmul(const Tensor &a, const Tensor &b, bool ta, bool tb, const Tensor *bias, Tensor &out) = 0;
-
-  // loss = mean_i [ -(1-eps) log p[i,t_i] - eps/K sum_j log p[i,j] ]; probs = softmax(logits)
-  virtual void cross_entropy_forward(const Tensor &logits, const Tensor &targets, double smoothing, Tensor &loss,
-                                     Tensor &probs) = 0;
-  // glogits = gloss * (probs - ((1-eps) onehot + eps/K)) / N
-  virtual void cross_entropy_backward(const Tensor &probs, const Tensor &targets, double smoothing,
-                                      const Tensor &gloss, Tensor &glogits) = 0;
-  virtual void topk(const Tensor &x, int64_t k, Tensor &indices) = 0;  // rows of [N, K], descending
-
-  // In place: param -= lr * update, PyTorch's SGD rule (weight decay, momentum, dampening, Nesterov).
-  virtual void sgd_step(Tensor &param, const Tensor &grad, Tensor *momentum_buf, const SgdArgs &a) = 0;
+  // The kernel table this backend filled (ops.h); the op layer calls kernels through it.
+  virtual const Kernels &kernels() const = 0;
 };
 
 // Backend registry. The CPU backend is always present; the CUDA backend is registered by

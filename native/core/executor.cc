@@ -100,11 +100,11 @@ void enqueue(Device d, std::function<void()> fn) {
 void enqueue_copy(const Tensor &src, Tensor &dst) {
   if (src.device().type == DeviceType::CPU && dst.device().type == DeviceType::CPU) {
     Tensor d = dst;  // copies share storage: the queued kernel keeps both alive
-    cpu_executor().submit([=]() mutable { cpu_backend().copy(src, d); });
+    cpu_executor().submit([=]() mutable { cpu_backend().kernels().copy(src, d); });
     return;
   }
   cpu_executor().synchronize();  // the CPU side must be ready; the device side owns the transfer
-  backend_for(dst.device().type != DeviceType::CPU ? dst.device() : src.device()).copy(src, dst);
+  backend_for(dst.device().type != DeviceType::CPU ? dst.device() : src.device()).kernels().copy(src, dst);
 }
 
 void synchronize(Device d) {

@@ -109,7 +109,7 @@ TensorPtr filled(const char *op, const Shape &shape, DType dtype, Device device,
   check_shape_valid(op, shape);
   check_finite(op, "value", value);
   auto t = rx::empty(shape, dtype, device);
-  run(device, [=] { backend_for(device).fill(*t, value); });
+  run(device, [=] { backend_for(device).kernels().fill(*t, value); });
   return t;
 }
 }  // namespace
@@ -165,7 +165,7 @@ TensorPtr rand(const Shape &shape, DType dtype, Device device, double low, doubl
                uint64_t offset) {
   check_random("rand", shape, dtype, "low", low, "high", high);
   auto t = rx::empty(shape, dtype, device);
-  run(device, [=] { backend_for(device).random_uniform(*t, low, high, seed, offset); });
+  run(device, [=] { backend_for(device).kernels().random_uniform(*t, low, high, seed, offset); });
   return t;
 }
 
@@ -173,7 +173,7 @@ TensorPtr randn(const Shape &shape, DType dtype, Device device, double mean, dou
                 uint64_t offset) {
   check_random("randn", shape, dtype, "mean", mean, "std", std);
   auto t = rx::empty(shape, dtype, device);
-  run(device, [=] { backend_for(device).random_normal(*t, mean, std, seed, offset); });
+  run(device, [=] { backend_for(device).kernels().random_normal(*t, mean, std, seed, offset); });
   return t;
 }
 
@@ -192,12 +192,12 @@ void copy_(const Tensor &src, Tensor &dst) {
 void fill_(Tensor &t, double value) {
   check_finite("fill_", "value", value);
   Tensor c = t;
-  run(t.device(), [=]() mutable { be(c).fill(c, value); });
+  run(t.device(), [=]() mutable { be(c).kernels().fill(c, value); });
 }
 
 TensorPtr cast(const Tensor &x, DType dtype) {
   auto t = rx::empty(x.shape(), dtype, x.device());
-  run(x.device(), [=] { be(x).cast(x, *t); });
+  run(x.device(), [=] { be(x).kernels().cast(x, *t); });
   return t;
 }
 
@@ -226,7 +226,7 @@ TensorPtr reshape(const Tensor &x, const Shape &shape) {
   if (x.layout() != Layout::Contiguous && s != x.shape()) {
     // A view of channels-last data would reinterpret it; make a contiguous copy first.
     auto c = rx::empty(x.shape(), x.dtype(), x.device());
-    run(x.device(), [=] { be(x).copy(x, *c); });  // a copy into a fresh tensor is Contiguous
+    run(x.device(), [=] { be(x).kernels().copy(x, *c); });  // a copy into a fresh tensor is Contiguous
     return std::make_shared<Tensor>(s, c->dtype(), c->storage());
   }
   auto v = std::make_shared<Tensor>(s, x.dtype(), x.storage());
@@ -248,7 +248,7 @@ TensorPtr permute(const Tensor &x, const std::vector<int64_t> &dims) {
     out[i] = x.dim(p);
   }
   auto t = rx::empty(out, x.dtype(), x.device());
-  run(x.device(), [=] { be(x).permute(x, *t, perm); });
+  run(x.device(), [=] { be(x).kernels().permute(x, *t, perm); });
   return t;
 }
 
@@ -256,7 +256,7 @@ TensorPtr expand(const Tensor &x, const Shape &shape) {
   Shape b = broadcast_shapes("expand", x.shape(), shape);
   if (b != shape) fail(ErrorCode::Shape, "expand", "shape", "a shape that " + shape_str(x.shape()) + " broadcasts to", shape_str(shape));
   auto t = rx::empty(shape, x.dtype(), x.device());
-  run(x.device(), [=] { be(x).expand(x, *t); });
+  run(x.device(), [=] { be(x).kernels().expand(x, *t); });
   return t;
 }
 
@@ -274,7 +274,7 @@ TensorPtr conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, cons
     check_shape(op, "bias", *b, {w.dim(0)});
   }
   auto y = rx::empty(ys, x.dtype(), x.device());
-  run(x.device(), [=, b = opt(b)] { be(x).conv2d_forward(x, w, ptr(b), *y, a); });
+  run(x.device(), [=, b = opt(b)] { be(x).kernels().conv2d_forward(x, w, ptr(b), *y, a); });
   return y;
 }
 
@@ -286,7 +286,7 @@ TensorPtr conv2d_backward_data(const Tensor &gy, const Tensor &w, const Shape &x
   if (x_shape.size() != 4) fail(ErrorCode::Shape, op, "input_shape", "4 dims", shape_str(x_shape));
   check_shape(op, "grad_output", gy, conv_out_shape(op, x_shape, w.shape(), a));
   auto gx = rx::empty(x_shape, gy.dtype(), gy.device());
-  run(gy.device(), [=] { be(gy).conv2d_backward_data(gy, w, *gx, a); });
+  run(gy.device(), [=] { be(gy).kernels().conv2d_backward_data(gy, w, *gx, a); });
   return gx;
 }
 
@@ -298,7 +298,7 @@ TensorPtr conv2d_backward_filter(const Tensor &gy, const Tensor &x, const Shape 
   if (w_shape.size() != 4) fail(ErrorCode::Shape, op, "weight_shape", "4 dims", shape_str(w_shape));
   check_shape(op, "grad_output", gy, conv_out_shape(op, x.shape(), w_shape, a));
   auto gw = rx::empty(w_shape, gy.dtype(), gy.device());
-  run(gy.device(), [=] { be(gy).conv2d_backward_filter(gy, x, *gw, a); });
+  run(gy.device(), [=] { be(gy).kernels().conv2d_backward_filter(gy, x, *gw, a); });
   return gw;
 }
 
@@ -341,7 +341,7 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr> batch_norm_forward(const Tensor &x, 
   auto si = rx::empty({C}, pdt, x.device());
   Tensor rm = running_mean, rv = running_var;
   run(x.device(), [=, r = opt(a.act == BnAct::AddReLU ? residual : nullptr)]() mutable {
-    be(x).batch_norm_forward(x, gamma, beta, ptr(r), rm, rv, *y, *sm, *si, a);
+    be(x).kernels().batch_norm_forward(x, gamma, beta, ptr(r), rm, rv, *y, *sm, *si, a);
   });
   return {y, sm, si};
 }
@@ -363,7 +363,7 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr, OptionalTensor> batch_norm_backward(
   auto gg = rx::empty({C}, gamma.dtype(), x.device());
   auto gb = rx::empty({C}, gamma.dtype(), x.device());
   TensorPtr gr = a.act == BnAct::AddReLU ? rx::empty(x.shape(), x.dtype(), x.device()) : nullptr;
-  run(x.device(), [=] { be(x).batch_norm_backward(gy, x, y, gamma, save_mean, save_invstd, *gx, *gg, *gb, gr.get(), a); });
+  run(x.device(), [=] { be(x).kernels().batch_norm_backward(gy, x, y, gamma, save_mean, save_invstd, *gx, *gg, *gb, gr.get(), a); });
   return {gx, gg, gb, OptionalTensor{gr}};
 }
 
@@ -372,7 +372,7 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr, OptionalTensor> batch_norm_backward(
 TensorPtr relu(const Tensor &x) {
   check_float("relu", "input", x);
   auto y = rx::empty(x.shape(), x.dtype(), x.device());
-  run(x.device(), [=] { be(x).relu_forward(x, *y); });
+  run(x.device(), [=] { be(x).kernels().relu_forward(x, *y); });
   return y;
 }
 
@@ -380,7 +380,7 @@ TensorPtr relu_backward(const Tensor &gy, const Tensor &y) {
   check_like("relu_backward", "output", y, gy);
   check_shape("relu_backward", "output", y, gy.shape());
   auto gx = rx::empty(gy.shape(), gy.dtype(), gy.device());
-  run(gy.device(), [=] { be(gy).relu_backward(gy, y, *gx); });
+  run(gy.device(), [=] { be(gy).kernels().relu_backward(gy, y, *gx); });
   return gx;
 }
 
@@ -403,7 +403,7 @@ TensorPtr binary(BinaryOp op, const Tensor &a, const Tensor &b) {
   check_float(name, "a", a);
   check_like(name, "b", b, a);
   auto out = rx::empty(broadcast_shapes(name, a.shape(), b.shape()), a.dtype(), a.device());
-  run(a.device(), [=] { be(a).binary(op, a, b, *out); });
+  run(a.device(), [=] { be(a).kernels().binary(op, a, b, *out); });
   return out;
 }
 
@@ -413,14 +413,14 @@ TensorPtr scalar(ScalarOp op, const Tensor &x, double s) {
   check_float(name, "input", x);
   check_finite(name, "scalar", s);
   auto out = rx::empty(x.shape(), x.dtype(), x.device());
-  run(x.device(), [=] { be(x).scalar(op, x, s, *out); });
+  run(x.device(), [=] { be(x).kernels().scalar(op, x, s, *out); });
   return out;
 }
 
 TensorPtr unary(UnaryOp op, const Tensor &x) {
   check_float(enum_name(op), "input", x);
   auto out = rx::empty(x.shape(), x.dtype(), x.device());
-  run(x.device(), [=] { be(x).unary(op, x, *out); });
+  run(x.device(), [=] { be(x).kernels().unary(op, x, *out); });
   return out;
 }
 
@@ -439,7 +439,7 @@ TensorPtr sum(const Tensor &x, const std::vector<int64_t> &dims, bool keepdim) {
     if (!reduce[i] || keepdim) out.push_back(ks[i]);
   }
   auto t = rx::empty(ks, x.dtype(), x.device());
-  run(x.device(), [=] { be(x).sum(x, reduce, *t); });
+  run(x.device(), [=] { be(x).kernels().sum(x, reduce, *t); });
   return keepdim ? t : reshape(*t, out);
 }
 
@@ -457,14 +457,14 @@ std::tuple<TensorPtr, TensorPtr> max_pool2d_forward(const Tensor &x, const Pool2
   int64_t Q = out_size(op, "width", x.dim(3), a.kw, a.sw, a.pw);
   auto y = rx::empty({x.dim(0), x.dim(1), P, Q}, x.dtype(), x.device());
   auto idx = rx::empty({x.dim(0), x.dim(1), P, Q}, DType::I32, x.device());
-  run(x.device(), [=] { be(x).max_pool2d_forward(x, *y, *idx, a); });
+  run(x.device(), [=] { be(x).kernels().max_pool2d_forward(x, *y, *idx, a); });
   return {y, idx};
 }
 
 TensorPtr max_pool2d_backward(const Tensor &gy, const Tensor &indices, const Shape &x_shape) {
   check_shape("maxPool2d_backward", "indices", indices, gy.shape());
   auto gx = rx::empty(x_shape, gy.dtype(), gy.device());
-  run(gy.device(), [=] { be(gy).max_pool2d_backward(gy, indices, *gx); });
+  run(gy.device(), [=] { be(gy).kernels().max_pool2d_backward(gy, indices, *gx); });
   return gx;
 }
 
@@ -472,14 +472,14 @@ TensorPtr global_avg_pool2d_forward(const Tensor &x) {
   check_float("globalAvgPool2d", "input", x);
   check_ndim("globalAvgPool2d", "input", x, 4, "tensor [N, C, H, W]");
   auto y = rx::empty({x.dim(0), x.dim(1), 1, 1}, x.dtype(), x.device());
-  run(x.device(), [=] { be(x).global_avg_pool2d_forward(x, *y); });
+  run(x.device(), [=] { be(x).kernels().global_avg_pool2d_forward(x, *y); });
   return y;
 }
 
 TensorPtr global_avg_pool2d_backward(const Tensor &gy, const Shape &x_shape) {
   check_shape("globalAvgPool2d_backward", "grad_output", gy, {x_shape[0], x_shape[1], 1, 1});
   auto gx = rx::empty(x_shape, gy.dtype(), gy.device());
-  run(gy.device(), [=] { be(gy).global_avg_pool2d_backward(gy, *gx); });
+  run(gy.device(), [=] { be(gy).kernels().global_avg_pool2d_backward(gy, *gx); });
   return gx;
 }
 
@@ -496,7 +496,7 @@ TensorPtr matmul(const Tensor &a, const Tensor &b, bool ta, bool tb) {
     fail(ErrorCode::Shape, "matmul", "b", "a matrix with " + str(K) + " rows (after transpose)",
          shape_str(b.shape()) + (tb ? " (transposed)" : ""));
   auto out = rx::empty({M, N}, a.dtype(), a.device());
-  run(a.device(), [=] { be(a).matmul(a, b, ta, tb, nullptr, *out); });
+  run(a.device(), [=] { be(a).kernels().matmul(a, b, ta, tb, nullptr, *out); });
   return out;
 }
 
@@ -514,7 +514,7 @@ TensorPtr linear(const Tensor &x, const Tensor &w, const Tensor *b) {
     check_shape(op, "bias", *b, {w.dim(0)});
   }
   auto y = rx::empty({x.dim(0), w.dim(0)}, x.dtype(), x.device());
-  run(x.device(), [=, b = opt(b)] { be(x).matmul(x, w, false, true, ptr(b), *y); });
+  run(x.device(), [=, b = opt(b)] { be(x).kernels().matmul(x, w, false, true, ptr(b), *y); });
   return y;
 }
 
@@ -541,7 +541,7 @@ std::tuple<TensorPtr, TensorPtr> cross_entropy_forward(const Tensor &logits, con
   // layer checks arrays before they become tensors, so the common case fails at the call.
   auto loss = rx::empty({}, logits.dtype(), logits.device());
   auto probs = rx::empty(logits.shape(), logits.dtype(), logits.device());
-  run(logits.device(), [=] { be(logits).cross_entropy_forward(logits, targets, smoothing, *loss, *probs); });
+  run(logits.device(), [=] { be(logits).kernels().cross_entropy_forward(logits, targets, smoothing, *loss, *probs); });
   return {loss, probs};
 }
 
@@ -550,7 +550,7 @@ TensorPtr cross_entropy_backward(const Tensor &probs, const Tensor &targets, dou
   check_targets("crossEntropy_backward", probs, targets);
   check_shape("crossEntropy_backward", "grad_output", gloss, {});
   auto g = rx::empty(probs.shape(), probs.dtype(), probs.device());
-  run(probs.device(), [=] { be(probs).cross_entropy_backward(probs, targets, smoothing, gloss, *g); });
+  run(probs.device(), [=] { be(probs).kernels().cross_entropy_backward(probs, targets, smoothing, gloss, *g); });
   return g;
 }
 
@@ -560,7 +560,7 @@ TensorPtr top_indices(const char *op, const Tensor &x, int64_t k) {
   check_ndim(op, "input", x, 2, "matrix [N, classes]");
   if (k < 1 || k > x.dim(1)) fail(ErrorCode::Arg, op, "k", "an integer in [1, " + str(x.dim(1)) + "]", str(k));
   auto idx = rx::empty({x.dim(0), k}, DType::I32, x.device());
-  run(x.device(), [=] { be(x).topk(x, k, *idx); });
+  run(x.device(), [=] { be(x).kernels().topk(x, k, *idx); });
   return idx;
 }
 }  // namespace
@@ -587,7 +587,7 @@ void sgd_step(Tensor &param, const Tensor &grad, Tensor *momentum_buf, const Sgd
   if (a.nesterov && (a.momentum <= 0 || a.dampening != 0))
     fail(ErrorCode::Arg, op, "nesterov", "momentum > 0 and dampening = 0", "momentum " + std::to_string(a.momentum) + ", dampening " + std::to_string(a.dampening));
   Tensor p = param;
-  run(param.device(), [=, m = opt(momentum_buf)]() mutable { be(p).sgd_step(p, grad, ptr(m), a); });
+  run(param.device(), [=, m = opt(momentum_buf)]() mutable { be(p).kernels().sgd_step(p, grad, ptr(m), a); });
 }
 
 // ---------------------------------------------------------------- runtime

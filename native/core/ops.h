@@ -16,6 +16,7 @@
 #include <iterator>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "tensor.h"
@@ -86,6 +87,90 @@ static_assert(std::size(EnumNames<BnAct>::names) == (size_t)BnAct::AddReLU + 1);
 template <typename E>
 const char *enum_name(E e) {
   return EnumNames<E>::names[(size_t)e];
+}
+
+// ---------------------------------------------------------------- the kernel table
+
+// One kernel a backend provides, with its signature. Unset, it throws ERR_DEVICE instead of
+// crashing, so a backend built without some kernel still fails cleanly.
+template <typename Sig>
+struct Kernel;
+template <typename... A>
+struct Kernel<void(A...)> {
+  using Fn = void (*)(A...);
+  Fn fn = &missing;
+  void operator()(A... a) const { fn(std::forward<A>(a)...); }
+  static void missing(A...) {
+    throw Error(ErrorCode::Device, "this device's backend has no kernel for the op (the backend library is older)");
+  }
+};
+
+// The kernels of one device: the interface each backend implements, written once. A backend
+// keeps one table and sets each entry next to the kernel's definition (see cpu_backend.h and
+// cuda_backend.h); the op layer (ops.cc) validates, allocates outputs and then calls
+// backend.kernels().name(...). Kernels assume valid input. (ggml's backend struct, tfjs's kernel
+// registry.)
+struct Kernels {
+  // Data movement. copy: same shape/dtype, either tensor may live on this backend's device.
+  Kernel<void(Tensor &t, double value)> fill;
+  Kernel<void(const Tensor &src, Tensor &dst)> copy;
+  Kernel<void(const Tensor &src, Tensor &dst)> cast;
+  Kernel<void(const Tensor &src, Tensor &dst, const std::vector<int> &perm)> permute;
+  Kernel<void(const Tensor &src, Tensor &dst)> expand;  // broadcast src to dst's shape
+  // Counter-based generator: element i draws from (seed, offset + i), so results do not
+  // depend on thread count or device.
+  Kernel<void(Tensor &t, double lo, double hi, uint64_t seed, uint64_t offset)> random_uniform;
+  Kernel<void(Tensor &t, double mean, double std, uint64_t seed, uint64_t offset)> random_normal;
+
+  Kernel<void(const Tensor &x, const Tensor &w, const Tensor *b, Tensor &y, const Conv2dArgs &a)> conv2d_forward;
+  Kernel<void(const Tensor &gy, const Tensor &w, Tensor &gx, const Conv2dArgs &a)> conv2d_backward_data;
+  Kernel<void(const Tensor &gy, const Tensor &x, Tensor &gw, const Conv2dArgs &a)> conv2d_backward_filter;
+
+  // residual only for BnAct::AddReLU. Updates running stats in training mode. A backend whose
+  // backward needs more than the saved statistics sets save_invstd.saved (backward gets it back).
+  Kernel<void(const Tensor &x, const Tensor &gamma, const Tensor &beta, const Tensor *residual, Tensor &running_mean,
+              Tensor &running_var, Tensor &y, Tensor &save_mean, Tensor &save_invstd, const BatchNormArgs &a)>
+      batch_norm_forward;
+  // y is the forward output (its sign masks the ReLU); gresidual only for AddReLU.
+  Kernel<void(const Tensor &gy, const Tensor &x, const Tensor &y, const Tensor &gamma, const Tensor &save_mean,
+              const Tensor &save_invstd, Tensor &gx, Tensor &ggamma, Tensor &gbeta, Tensor *gresidual,
+              const BatchNormArgs &a)>
+      batch_norm_backward;
+
+  Kernel<void(const Tensor &x, Tensor &y)> relu_forward;
+  Kernel<void(const Tensor &gy, const Tensor &y, Tensor &gx)> relu_backward;
+  Kernel<void(BinaryOp op, const Tensor &a, const Tensor &b, Tensor &out)> binary;  // broadcasting
+  Kernel<void(ScalarOp op, const Tensor &x, double s, Tensor &out)> scalar;
+  Kernel<void(UnaryOp op, const Tensor &x, Tensor &out)> unary;
+  // Sums over the axes where reduce[i] is true; out has x's rank with those axes set to 1.
+  Kernel<void(const Tensor &x, const std::vector<bool> &reduce, Tensor &out)> sum;
+
+  Kernel<void(const Tensor &x, Tensor &y, Tensor &indices, const Pool2dArgs &a)> max_pool2d_forward;
+  Kernel<void(const Tensor &gy, const Tensor &indices, Tensor &gx)> max_pool2d_backward;
+  Kernel<void(const Tensor &x, Tensor &y)> global_avg_pool2d_forward;
+  Kernel<void(const Tensor &gy, Tensor &gx)> global_avg_pool2d_backward;
+
+  // out[M,N] = op(a) op(b) (+ bias[N] broadcast over rows when given)
+  Kernel<void(const Tensor &a, const Tensor &b, bool ta, bool tb, const Tensor *bias, Tensor &out)> matmul;
+
+  // loss = mean_i [ -(1-eps) log p[i,t_i] - eps/K sum_j log p[i,j] ]; probs = softmax(logits)
+  Kernel<void(const Tensor &logits, const Tensor &targets, double smoothing, Tensor &loss, Tensor &probs)>
+      cross_entropy_forward;
+  // glogits = gloss * (probs - ((1-eps) onehot + eps/K)) / N
+  Kernel<void(const Tensor &probs, const Tensor &targets, double smoothing, const Tensor &gloss, Tensor &glogits)>
+      cross_entropy_backward;
+  Kernel<void(const Tensor &x, int64_t k, Tensor &indices)> topk;  // rows of [N, K], descending
+
+  // In place: param -= lr * update, PyTorch's SGD rule (weight decay, momentum, dampening, Nesterov).
+  Kernel<void(Tensor &param, const Tensor &grad, Tensor *momentum_buf, const SgdArgs &a)> sgd_step;
+};
+
+// Sets one entry of a backend's table; used as `const bool reg_x = set_kernel(table().x, &x);`
+// beside the kernel, so the kernel's file is the only place that names it.
+template <typename Sig>
+bool set_kernel(Kernel<Sig> &slot, typename Kernel<Sig>::Fn fn) {
+  slot.fn = fn;
+  return true;
 }
 
 }  // namespace rx

@@ -22,24 +22,27 @@ ConvGeom geom(const Tensor &x, const Shape &w, const Shape &y, const Conv2dArgs 
 }
 }  // namespace
 
-void CpuBackend::conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, Tensor &y, const Conv2dArgs &a) {
+void conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, Tensor &y, const Conv2dArgs &a) {
   ConvGeom g = geom(x, w.shape(), y.shape(), a);
   RX_DISPATCH_FLOAT(x.dtype(), "conv2d", [&] {
     cpu::conv2d_forward<T>(g, x.data<T>(), w.data<T>(), b ? b->data<T>() : nullptr, y.data<T>());
   });
 }
+const bool conv2d_forward_set = set_kernel(cpu_kernels().conv2d_forward, &conv2d_forward);
 
-void CpuBackend::conv2d_backward_data(const Tensor &gy, const Tensor &w, Tensor &gx, const Conv2dArgs &a) {
+void conv2d_backward_data(const Tensor &gy, const Tensor &w, Tensor &gx, const Conv2dArgs &a) {
   ConvGeom g = geom(gx, w.shape(), gy.shape(), a);
   RX_DISPATCH_FLOAT(gy.dtype(), "conv2d_backward_data",
                     [&] { cpu::conv2d_backward_data<T>(g, gy.data<T>(), w.data<T>(), gx.data<T>()); });
 }
+const bool conv2d_backward_data_set = set_kernel(cpu_kernels().conv2d_backward_data, &conv2d_backward_data);
 
-void CpuBackend::conv2d_backward_filter(const Tensor &gy, const Tensor &x, Tensor &gw, const Conv2dArgs &a) {
+void conv2d_backward_filter(const Tensor &gy, const Tensor &x, Tensor &gw, const Conv2dArgs &a) {
   ConvGeom g = geom(x, gw.shape(), gy.shape(), a);
   RX_DISPATCH_FLOAT(gy.dtype(), "conv2d_backward_filter",
                     [&] { cpu::conv2d_backward_filter<T>(g, gy.data<T>(), x.data<T>(), gw.data<T>()); });
 }
+const bool conv2d_backward_filter_set = set_kernel(cpu_kernels().conv2d_backward_filter, &conv2d_backward_filter);
 
 // ---- batch norm plane kernels -------------------------------------------------------------
 // Each works on one contiguous H*W plane of one channel. Reductions keep kLanes independent
@@ -157,7 +160,7 @@ double lanes_total(const T *acc) {
 }
 }  // namespace
 
-void CpuBackend::batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta, const Tensor *residual,
+void batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta, const Tensor *residual,
                                     Tensor &running_mean, Tensor &running_var, Tensor &y, Tensor &save_mean,
                                     Tensor &save_invstd, const BatchNormArgs &a) {
   int64_t N = x.dim(0), C = x.dim(1), HW = x.dim(2) * x.dim(3), M = N * HW;
@@ -204,8 +207,9 @@ void CpuBackend::batch_norm_forward(const Tensor &x, const Tensor &gamma, const 
     });
   });
 }
+const bool batch_norm_forward_set = set_kernel(cpu_kernels().batch_norm_forward, &batch_norm_forward);
 
-void CpuBackend::batch_norm_backward(const Tensor &gy, const Tensor &x, const Tensor &y, const Tensor &gamma,
+void batch_norm_backward(const Tensor &gy, const Tensor &x, const Tensor &y, const Tensor &gamma,
                                      const Tensor &save_mean, const Tensor &save_invstd, Tensor &gx, Tensor &ggamma,
                                      Tensor &gbeta, Tensor *gresidual, const BatchNormArgs &a) {
   int64_t N = x.dim(0), C = x.dim(1), HW = x.dim(2) * x.dim(3), M = N * HW;
@@ -240,8 +244,9 @@ void CpuBackend::batch_norm_backward(const Tensor &gy, const Tensor &x, const Te
     });
   });
 }
+const bool batch_norm_backward_set = set_kernel(cpu_kernels().batch_norm_backward, &batch_norm_backward);
 
-void CpuBackend::max_pool2d_forward(const Tensor &x, Tensor &y, Tensor &indices, const Pool2dArgs &a) {
+void max_pool2d_forward(const Tensor &x, Tensor &y, Tensor &indices, const Pool2dArgs &a) {
   int64_t NC = x.dim(0) * x.dim(1), H = x.dim(2), W = x.dim(3), P = y.dim(2), Q = y.dim(3);
   RX_DISPATCH_FLOAT(x.dtype(), "maxPool2d", [&] {
     const T *px = x.data<T>();
@@ -274,8 +279,9 @@ void CpuBackend::max_pool2d_forward(const Tensor &x, Tensor &y, Tensor &indices,
     });
   });
 }
+const bool max_pool2d_forward_set = set_kernel(cpu_kernels().max_pool2d_forward, &max_pool2d_forward);
 
-void CpuBackend::max_pool2d_backward(const Tensor &gy, const Tensor &indices, Tensor &gx) {
+void max_pool2d_backward(const Tensor &gy, const Tensor &indices, Tensor &gx) {
   int64_t NC = gx.dim(0) * gx.dim(1), HW = gx.dim(2) * gx.dim(3), PQ = gy.dim(2) * gy.dim(3);
   RX_DISPATCH_FLOAT(gy.dtype(), "maxPool2d_backward", [&] {
     const T *g = gy.data<T>();
@@ -293,8 +299,9 @@ void CpuBackend::max_pool2d_backward(const Tensor &gy, const Tensor &indices, Te
     });
   });
 }
+const bool max_pool2d_backward_set = set_kernel(cpu_kernels().max_pool2d_backward, &max_pool2d_backward);
 
-void CpuBackend::global_avg_pool2d_forward(const Tensor &x, Tensor &y) {
+void global_avg_pool2d_forward(const Tensor &x, Tensor &y) {
   int64_t NC = x.dim(0) * x.dim(1), HW = x.dim(2) * x.dim(3);
   RX_DISPATCH_FLOAT(x.dtype(), "globalAvgPool2d", [&] {
     const T *px = x.data<T>();
@@ -308,8 +315,9 @@ void CpuBackend::global_avg_pool2d_forward(const Tensor &x, Tensor &y) {
     });
   });
 }
+const bool global_avg_pool2d_forward_set = set_kernel(cpu_kernels().global_avg_pool2d_forward, &global_avg_pool2d_forward);
 
-void CpuBackend::global_avg_pool2d_backward(const Tensor &gy, Tensor &gx) {
+void global_avg_pool2d_backward(const Tensor &gy, Tensor &gx) {
   int64_t NC = gx.dim(0) * gx.dim(1), HW = gx.dim(2) * gx.dim(3);
   RX_DISPATCH_FLOAT(gy.dtype(), "globalAvgPool2d_backward", [&] {
     const T *g = gy.data<T>();
@@ -322,8 +330,9 @@ void CpuBackend::global_avg_pool2d_backward(const Tensor &gy, Tensor &gx) {
     });
   });
 }
+const bool global_avg_pool2d_backward_set = set_kernel(cpu_kernels().global_avg_pool2d_backward, &global_avg_pool2d_backward);
 
-void CpuBackend::matmul(const Tensor &a, const Tensor &b, bool ta, bool tb, const Tensor *bias, Tensor &out) {
+void matmul(const Tensor &a, const Tensor &b, bool ta, bool tb, const Tensor *bias, Tensor &out) {
   int64_t M = out.dim(0), N = out.dim(1), K = ta ? a.dim(0) : a.dim(1);
   RX_DISPATCH_FLOAT(a.dtype(), "matmul", [&] {
     T *o = out.data<T>();
@@ -336,8 +345,9 @@ void CpuBackend::matmul(const Tensor &a, const Tensor &b, bool ta, bool tb, cons
     gemm<T>(ta, tb, M, N, K, T(1), a.data<T>(), a.dim(1), b.data<T>(), b.dim(1), beta, o, N);
   });
 }
+const bool matmul_set = set_kernel(cpu_kernels().matmul, &matmul);
 
-void CpuBackend::cross_entropy_forward(const Tensor &logits, const Tensor &targets, double smoothing, Tensor &loss,
+void cross_entropy_forward(const Tensor &logits, const Tensor &targets, double smoothing, Tensor &loss,
                                        Tensor &probs) {
   int64_t N = logits.dim(0), K = logits.dim(1);
   const int32_t *t = targets.data<int32_t>();
@@ -370,8 +380,9 @@ void CpuBackend::cross_entropy_forward(const Tensor &logits, const Tensor &targe
     *loss.data<T>() = (T)(s / N);
   });
 }
+const bool cross_entropy_forward_set = set_kernel(cpu_kernels().cross_entropy_forward, &cross_entropy_forward);
 
-void CpuBackend::cross_entropy_backward(const Tensor &probs, const Tensor &targets, double smoothing,
+void cross_entropy_backward(const Tensor &probs, const Tensor &targets, double smoothing,
                                         const Tensor &gloss, Tensor &glogits) {
   int64_t N = probs.dim(0), K = probs.dim(1);
   const int32_t *t = targets.data<int32_t>();
@@ -386,8 +397,9 @@ void CpuBackend::cross_entropy_backward(const Tensor &probs, const Tensor &targe
     });
   });
 }
+const bool cross_entropy_backward_set = set_kernel(cpu_kernels().cross_entropy_backward, &cross_entropy_backward);
 
-void CpuBackend::topk(const Tensor &x, int64_t k, Tensor &indices) {
+void topk(const Tensor &x, int64_t k, Tensor &indices) {
   int64_t N = x.dim(0), K = x.dim(1);
   RX_DISPATCH_FLOAT(x.dtype(), "topk", [&] {
     const T *px = x.data<T>();
@@ -406,5 +418,6 @@ void CpuBackend::topk(const Tensor &x, int64_t k, Tensor &indices) {
     });
   });
 }
+const bool topk_set = set_kernel(cpu_kernels().topk, &topk);
 
 }  // namespace rx::cpu

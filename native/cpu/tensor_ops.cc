@@ -238,7 +238,7 @@ void CpuBackend::release_cached() {
   c.cached = 0;
 }
 
-void CpuBackend::fill(Tensor &t, double value) {
+void fill(Tensor &t, double value) {
   int64_t n = t.numel();
   auto run = [&](auto *p, auto v) {
     parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
@@ -250,15 +250,17 @@ void CpuBackend::fill(Tensor &t, double value) {
   else if (t.dtype() == DType::BF16) run(t.data<uint16_t>(), float_to_bf16((float)value));
   else run(t.data<int32_t>(), (int32_t)value);
 }
+const bool fill_set = set_kernel(cpu_kernels().fill, &fill);
 
-void CpuBackend::copy(const Tensor &src, Tensor &dst) {
+void copy(const Tensor &src, Tensor &dst) {
   if (src.device().type != DeviceType::CPU || dst.device().type != DeviceType::CPU)
     throw Error(ErrorCode::Device, "copy: the CPU backend expected CPU tensors, received " + src.device().str() + " -> " +
                                        dst.device().str());
   if (src.raw() != dst.raw() && src.nbytes()) std::memcpy(dst.raw(), src.raw(), src.nbytes());
 }
+const bool copy_set = set_kernel(cpu_kernels().copy, &copy);
 
-void CpuBackend::cast(const Tensor &src, Tensor &dst) {
+void cast(const Tensor &src, Tensor &dst) {
   int64_t n = src.numel();
   // Everything goes through double except bf16, which goes through float.
   auto load = [&](int64_t i) -> double {
@@ -279,8 +281,9 @@ void CpuBackend::cast(const Tensor &src, Tensor &dst) {
     }
   });
 }
+const bool cast_set = set_kernel(cpu_kernels().cast, &cast);
 
-void CpuBackend::permute(const Tensor &src, Tensor &dst, const std::vector<int> &perm) {
+void permute(const Tensor &src, Tensor &dst, const std::vector<int> &perm) {
   // Output axis i walks input axis perm[i].
   auto in_st = broadcast_strides(src.shape(), src.shape());
   std::vector<int64_t> st(perm.size());
@@ -306,8 +309,9 @@ void CpuBackend::permute(const Tensor &src, Tensor &dst, const std::vector<int> 
     }
   });
 }
+const bool permute_set = set_kernel(cpu_kernels().permute, &permute);
 
-void CpuBackend::expand(const Tensor &src, Tensor &dst) {
+void expand(const Tensor &src, Tensor &dst) {
   Iter it = coalesce(dst.shape(), {broadcast_strides(dst.shape(), dst.shape()), broadcast_strides(src.shape(), dst.shape())});
   size_t es = dtype_size(src.dtype());
   for_each_row(it, [&](int64_t o, const std::vector<int64_t> &offs, int64_t n) {
@@ -327,8 +331,9 @@ void CpuBackend::expand(const Tensor &src, Tensor &dst) {
     }
   });
 }
+const bool expand_set = set_kernel(cpu_kernels().expand, &expand);
 
-void CpuBackend::random_uniform(Tensor &t, double lo, double hi, uint64_t seed, uint64_t offset) {
+void random_uniform(Tensor &t, double lo, double hi, uint64_t seed, uint64_t offset) {
   RX_DISPATCH_FLOAT(t.dtype(), "rand", [&] {
     T *p = t.data<T>();
     parallel_for(0, t.numel(), kGrain, [&](int64_t b, int64_t e) {
@@ -336,8 +341,9 @@ void CpuBackend::random_uniform(Tensor &t, double lo, double hi, uint64_t seed, 
     });
   });
 }
+const bool random_uniform_set = set_kernel(cpu_kernels().random_uniform, &random_uniform);
 
-void CpuBackend::random_normal(Tensor &t, double mean, double std, uint64_t seed, uint64_t offset) {
+void random_normal(Tensor &t, double mean, double std, uint64_t seed, uint64_t offset) {
   RX_DISPATCH_FLOAT(t.dtype(), "randn", [&] {
     T *p = t.data<T>();
     parallel_for(0, t.numel(), kGrain, [&](int64_t b, int64_t e) {
@@ -349,12 +355,14 @@ void CpuBackend::random_normal(Tensor &t, double mean, double std, uint64_t seed
     });
   });
 }
+const bool random_normal_set = set_kernel(cpu_kernels().random_normal, &random_normal);
 
-void CpuBackend::relu_forward(const Tensor &x, Tensor &y) {
+void relu_forward(const Tensor &x, Tensor &y) {
   RX_DISPATCH_FLOAT(x.dtype(), "relu", [&] { map1<T>(x, y, [](T v) { return v > T(0) ? v : T(0); }); });
 }
+const bool relu_forward_set = set_kernel(cpu_kernels().relu_forward, &relu_forward);
 
-void CpuBackend::relu_backward(const Tensor &gy, const Tensor &y, Tensor &gx) {
+void relu_backward(const Tensor &gy, const Tensor &y, Tensor &gx) {
   RX_DISPATCH_FLOAT(gy.dtype(), "relu_backward", [&] {
     const T *g = gy.data<T>(), *py = y.data<T>();
     T *o = gx.data<T>();
@@ -363,8 +371,9 @@ void CpuBackend::relu_backward(const Tensor &gy, const Tensor &y, Tensor &gx) {
     });
   });
 }
+const bool relu_backward_set = set_kernel(cpu_kernels().relu_backward, &relu_backward);
 
-void CpuBackend::binary(BinaryOp op, const Tensor &a, const Tensor &b, Tensor &out) {
+void binary(BinaryOp op, const Tensor &a, const Tensor &b, Tensor &out) {
   if (a.shape() == out.shape() && b.shape() == out.shape() && op == BinaryOp::Add) {
     // The common case (gradient accumulation): split the flat range across threads.
     RX_DISPATCH_FLOAT(a.dtype(), "add", [&] {
@@ -406,8 +415,9 @@ void CpuBackend::binary(BinaryOp op, const Tensor &a, const Tensor &b, Tensor &o
     });
   });
 }
+const bool binary_set = set_kernel(cpu_kernels().binary, &binary);
 
-void CpuBackend::scalar(ScalarOp op, const Tensor &x, double s, Tensor &out) {
+void scalar(ScalarOp op, const Tensor &x, double s, Tensor &out) {
   RX_DISPATCH_FLOAT(x.dtype(), "scalar", [&] {
     T c = (T)s;
     switch (op) {
@@ -419,8 +429,9 @@ void CpuBackend::scalar(ScalarOp op, const Tensor &x, double s, Tensor &out) {
     }
   });
 }
+const bool scalar_set = set_kernel(cpu_kernels().scalar, &scalar);
 
-void CpuBackend::unary(UnaryOp op, const Tensor &x, Tensor &out) {
+void unary(UnaryOp op, const Tensor &x, Tensor &out) {
   RX_DISPATCH_FLOAT(x.dtype(), "unary", [&] {
     switch (op) {
       case UnaryOp::Neg: map1<T>(x, out, [](T v) { return -v; }); break;
@@ -432,8 +443,9 @@ void CpuBackend::unary(UnaryOp op, const Tensor &x, Tensor &out) {
     }
   });
 }
+const bool unary_set = set_kernel(cpu_kernels().unary, &unary);
 
-void CpuBackend::sum(const Tensor &x, const std::vector<bool> &reduce, Tensor &out) {
+void sum(const Tensor &x, const std::vector<bool> &reduce, Tensor &out) {
   // Each output element (parallel) sums its reduced sub-block in double precision.
   auto xs = broadcast_strides(x.shape(), x.shape());
   Shape kept_shape, red_shape;
@@ -483,8 +495,9 @@ void CpuBackend::sum(const Tensor &x, const std::vector<bool> &reduce, Tensor &o
     });
   });
 }
+const bool sum_set = set_kernel(cpu_kernels().sum, &sum);
 
-void CpuBackend::sgd_step(Tensor &param, const Tensor &grad, Tensor *buf, const SgdArgs &a) {
+void sgd_step(Tensor &param, const Tensor &grad, Tensor *buf, const SgdArgs &a) {
   RX_DISPATCH_FLOAT(param.dtype(), "sgdStep", [&] {
     T *p = param.data<T>();
     const T *g = grad.data<T>();
@@ -502,10 +515,18 @@ void CpuBackend::sgd_step(Tensor &param, const Tensor &grad, Tensor *buf, const 
     });
   });
 }
+const bool sgd_step_set = set_kernel(cpu_kernels().sgd_step, &sgd_step);
 
 }  // namespace rx::cpu
 
 namespace rx {
+namespace cpu {
+Kernels &cpu_kernels() {
+  static Kernels table;  // function-local: filled during static initialisation, in any file order
+  return table;
+}
+}  // namespace cpu
+
 // The CPU backend is always present (declared in core/backend.h).
 Backend &cpu_backend() {
   static cpu::CpuBackend cpu;

@@ -99,19 +99,20 @@ struct F32Param {
 
 }  // namespace
 
-void CudaBackend::batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta, const Tensor *residual,
+void batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta, const Tensor *residual,
                                      Tensor &running_mean, Tensor &running_var, Tensor &y, Tensor &save_mean,
                                      Tensor &save_invstd, const BatchNormArgs &a) {
-  std::lock_guard<std::recursive_mutex> lock_(mu_);
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   const char *op = bn_op_name(a.act);
   check_bn_dtype(x.dtype(), op);
   int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3), rows = N * H * W;
   DeviceBuffer tx, tres, tg, tb;
-  const void *px = nhwc_data(x, tx);
-  const void *pres = residual ? nhwc_data(*residual, tres) : nullptr;
-  const float *pg = f32_data(gamma, tg), *pb = f32_data(beta, tb);
-  F32Param rm(*this, running_mean, true), rv(*this, running_var, true);
-  F32Param sm(*this, save_mean, false), si(*this, save_invstd, false);
+  const void *px = be.nhwc_data(x, tx);
+  const void *pres = residual ? be.nhwc_data(*residual, tres) : nullptr;
+  const float *pg = be.f32_data(gamma, tg), *pb = be.f32_data(beta, tb);
+  F32Param rm(be, running_mean, true), rv(be, running_var, true);
+  F32Param sm(be, save_mean, false), si(be, save_invstd, false);
   y.set_layout(Layout::ChannelsLast);
 
   if (!a.training) {
@@ -121,14 +122,14 @@ void CudaBackend::batch_norm_forward(const Tensor &x, const Tensor &gamma, const
                   op);
       check_cudnn(cudnnDeriveBNTensorDescriptor(pd.d, xd.d, CUDNN_BATCHNORM_SPATIAL), op);
       float one = 1, zero = 0;
-      check_cudnn(cudnnBatchNormalizationForwardInference(cudnn_, CUDNN_BATCHNORM_SPATIAL, &one, &zero, xd.d, px, xd.d,
+      check_cudnn(cudnnBatchNormalizationForwardInference(be.cudnn_, CUDNN_BATCHNORM_SPATIAL, &one, &zero, xd.d, px, xd.d,
                                                           y.raw(), pd.d, pg, pb, rm.p, rv.p, a.eps),
                   op);
       launch_bn_eval_forward(x.dtype(), nullptr, nullptr, nullptr, pg, pb, rm.p, rv.p, a.eps, a.act, rows, C, sm.p,
-                             si.p, stream_);
+                             si.p, be.stream_);
     } else {
       launch_bn_eval_forward(x.dtype(), px, pres, y.raw(), pg, pb, rm.p, rv.p, a.eps, a.act, rows, C, sm.p, si.p,
-                             stream_);
+                             be.stream_);
     }
     sm.write_back();
     si.write_back();
@@ -145,51 +146,53 @@ void CudaBackend::batch_norm_forward(const Tensor &x, const Tensor &gamma, const
   cudnnActivationDescriptor_t ad = bn.act;
   cudnnTensorDescriptor_t zd = bn.z;
   size_t ws_bytes = 0, rs_bytes = 0;
-  check_cudnn(cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(cudnn_, mode, ops, xd, zd, xd, pd, ad,
+  check_cudnn(cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(be.cudnn_, mode, ops, xd, zd, xd, pd, ad,
                                                                        &ws_bytes),
               op);
-  check_cudnn(cudnnGetBatchNormalizationTrainingExReserveSpaceSize(cudnn_, mode, ops, ad, xd, &rs_bytes), op);
+  check_cudnn(cudnnGetBatchNormalizationTrainingExReserveSpaceSize(be.cudnn_, mode, ops, ad, xd, &rs_bytes), op);
   auto r = std::make_shared<BnReserve>();
   r->reserve_bytes = rs_bytes;
-  if (rs_bytes) r->reserve = DeviceBuffer(*this, rs_bytes);
-  r->mean = DeviceBuffer(*this, C * sizeof(float));
-  r->invstd = DeviceBuffer(*this, C * sizeof(float));
-  r->beta = DeviceBuffer(*this, C * sizeof(float));
+  if (rs_bytes) r->reserve = DeviceBuffer(be, rs_bytes);
+  r->mean = DeviceBuffer(be, C * sizeof(float));
+  r->invstd = DeviceBuffer(be, C * sizeof(float));
+  r->beta = DeviceBuffer(be, C * sizeof(float));
   r->shape = x.shape();
   r->dtype = x.dtype();
   r->act = a.act;
   r->eps = a.eps;
   DeviceBuffer ws;
-  if (ws_bytes) ws = DeviceBuffer(*this, ws_bytes);
+  if (ws_bytes) ws = DeviceBuffer(be, ws_bytes);
   float one = 1, zero = 0;
   // cuDNN's running variance uses the unbiased estimate and the factor is PyTorch's momentum.
-  check_cudnn(cudnnBatchNormalizationForwardTrainingEx(cudnn_, mode, ops, &one, &zero, xd, px, zd, pres, xd, y.raw(),
+  check_cudnn(cudnnBatchNormalizationForwardTrainingEx(be.cudnn_, mode, ops, &one, &zero, xd, px, zd, pres, xd, y.raw(),
                                                        pd, pg, pb, a.momentum, rm.p, rv.p, a.eps, r->mean.get(),
                                                        r->invstd.get(), ad, ws.get(), ws_bytes, r->reserve.get(),
                                                        rs_bytes),
               op);
-  check_cuda(cudaMemcpyAsync(r->beta.get(), pb, C * sizeof(float), cudaMemcpyDeviceToDevice, stream_), op);
-  check_cuda(cudaMemcpyAsync(sm.p, r->mean.get(), C * sizeof(float), cudaMemcpyDeviceToDevice, stream_), op);
-  check_cuda(cudaMemcpyAsync(si.p, r->invstd.get(), C * sizeof(float), cudaMemcpyDeviceToDevice, stream_), op);
+  check_cuda(cudaMemcpyAsync(r->beta.get(), pb, C * sizeof(float), cudaMemcpyDeviceToDevice, be.stream_), op);
+  check_cuda(cudaMemcpyAsync(sm.p, r->mean.get(), C * sizeof(float), cudaMemcpyDeviceToDevice, be.stream_), op);
+  check_cuda(cudaMemcpyAsync(si.p, r->invstd.get(), C * sizeof(float), cudaMemcpyDeviceToDevice, be.stream_), op);
   rm.write_back();
   rv.write_back();
   sm.write_back();
   si.write_back();
   save_invstd.set_saved(std::move(r));
 }
+const bool batch_norm_forward_set = set_kernel(cuda_kernels().batch_norm_forward, &batch_norm_forward);
 
-void CudaBackend::batch_norm_backward(const Tensor &gy, const Tensor &x, const Tensor &y, const Tensor &gamma,
+void batch_norm_backward(const Tensor &gy, const Tensor &x, const Tensor &y, const Tensor &gamma,
                                       const Tensor &save_mean, const Tensor &save_invstd, Tensor &gx, Tensor &ggamma,
                                       Tensor &gbeta, Tensor *gresidual, const BatchNormArgs &a) {
-  std::lock_guard<std::recursive_mutex> lock_(mu_);
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   std::string op_s = std::string(bn_op_name(a.act)) + "_backward";
   const char *op = op_s.c_str();
   check_bn_dtype(x.dtype(), op);
   int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3), rows = N * H * W;
   DeviceBuffer tgy, tx, ty, tg;
-  const void *pgy = nhwc_data(gy, tgy), *px = nhwc_data(x, tx), *py = nhwc_data(y, ty);
-  const float *pgamma = f32_data(gamma, tg);
-  F32Param gg(*this, ggamma, false), gb(*this, gbeta, false);
+  const void *pgy = be.nhwc_data(gy, tgy), *px = be.nhwc_data(x, tx), *py = be.nhwc_data(y, ty);
+  const float *pgamma = be.f32_data(gamma, tg);
+  F32Param gg(be, ggamma, false), gb(be, gbeta, false);
   gx.set_layout(Layout::ChannelsLast);
   if (gresidual) gresidual->set_layout(Layout::ChannelsLast);
 
@@ -206,28 +209,29 @@ void CudaBackend::batch_norm_backward(const Tensor &gy, const Tensor &x, const T
     cudnnActivationDescriptor_t ad = bn.act;
     cudnnTensorDescriptor_t dzd = bn.z;
     size_t ws_bytes = 0;
-    check_cudnn(cudnnGetBatchNormalizationBackwardExWorkspaceSize(cudnn_, mode, ops, xd, xd, xd, dzd, xd, pd,
+    check_cudnn(cudnnGetBatchNormalizationBackwardExWorkspaceSize(be.cudnn_, mode, ops, xd, xd, xd, dzd, xd, pd,
                                                                   ad, &ws_bytes),
                 op);
     DeviceBuffer ws;
-    if (ws_bytes) ws = DeviceBuffer(*this, ws_bytes);
+    if (ws_bytes) ws = DeviceBuffer(be, ws_bytes);
     float one = 1, zero = 0;
     check_cudnn(cudnnBatchNormalizationBackwardEx(
-                    cudnn_, mode, ops, &one, &zero, &one, &zero, xd, px, xd, py, xd, pgy, dzd,
+                    be.cudnn_, mode, ops, &one, &zero, &one, &zero, xd, px, xd, py, xd, pgy, dzd,
                     gresidual ? gresidual->raw() : nullptr, xd, gx.raw(), pd, pgamma, r->beta.get(), gg.p, gb.p,
                     a.eps, r->mean.get(), r->invstd.get(), ad, ws.get(), ws_bytes, r->reserve.get(), r->reserve_bytes),
                 op);
   } else {
     // Eval mode, or a y that did not come from our training forward: own kernels with the saved
     // statistics the op layer passes (exact float ones when we still hold them).
-    DeviceBuffer tm, ti, sums(*this, 2 * C * sizeof(float));
-    const float *pm = r ? r->mean.as<float>() : f32_data(save_mean, tm);
-    const float *pi = r ? r->invstd.as<float>() : f32_data(save_invstd, ti);
+    DeviceBuffer tm, ti, sums(be, 2 * C * sizeof(float));
+    const float *pm = r ? r->mean.as<float>() : be.f32_data(save_mean, tm);
+    const float *pi = r ? r->invstd.as<float>() : be.f32_data(save_invstd, ti);
     launch_bn_backward(x.dtype(), pgy, px, py, pgamma, pm, pi, a.training, a.act, rows, C, gx.raw(),
-                       gresidual ? gresidual->raw() : nullptr, gg.p, gb.p, sums.as<float>(), stream_);
+                       gresidual ? gresidual->raw() : nullptr, gg.p, gb.p, sums.as<float>(), be.stream_);
   }
   gg.write_back();
   gb.write_back();
 }
+const bool batch_norm_backward_set = set_kernel(cuda_kernels().batch_norm_backward, &batch_norm_backward);
 
 }  // namespace rx::cuda

@@ -209,51 +209,57 @@ ConvShape conv_shape(const Shape &x, const Shape &w, const Shape &y, const Conv2
 
 }  // namespace
 
-void CudaBackend::conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, Tensor &y, const Conv2dArgs &a) {
-  std::lock_guard<std::recursive_mutex> lock_(mu_);
+void conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, Tensor &y, const Conv2dArgs &a) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_conv_dtype(x.dtype(), "conv2d");
   y.set_layout(Layout::ChannelsLast);
   if (y.numel() == 0) return;
   ConvShape s = conv_shape(x.shape(), w.shape(), y.shape(), a);
   DeviceBuffer tx, tw;
-  const void *px = nhwc_data(x, tx), *pw = nhwc_data(w, tw);
+  const void *px = be.nhwc_data(x, tx), *pw = be.nhwc_data(w, tw);
   if (x.numel() == 0 || w.numel() == 0) {
-    launch_fill(y.raw(), y.numel(), y.dtype(), 0.0, stream_);
+    launch_fill(y.raw(), y.numel(), y.dtype(), 0.0, be.stream_);
   } else {
-    run_conv(*this, *conv_, ConvDir::Forward, x.dtype(), s, px, pw, y.raw());
+    run_conv(be, *be.conv_, ConvDir::Forward, x.dtype(), s, px, pw, y.raw());
   }
   // A separate epilogue: the networks here put batch norm after every convolution (no bias).
-  if (b) launch_add_channel_bias(y.dtype(), y.raw(), b->raw(), s.N * s.P * s.Q, s.K, stream_);
+  if (b) launch_add_channel_bias(y.dtype(), y.raw(), b->raw(), s.N * s.P * s.Q, s.K, be.stream_);
 }
+const bool conv2d_forward_set = set_kernel(cuda_kernels().conv2d_forward, &conv2d_forward);
 
-void CudaBackend::conv2d_backward_data(const Tensor &gy, const Tensor &w, Tensor &gx, const Conv2dArgs &a) {
-  std::lock_guard<std::recursive_mutex> lock_(mu_);
+void conv2d_backward_data(const Tensor &gy, const Tensor &w, Tensor &gx, const Conv2dArgs &a) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_conv_dtype(gy.dtype(), "conv2d_backward_data");
   gx.set_layout(Layout::ChannelsLast);
   if (gx.numel() == 0) return;
   if (gy.numel() == 0 || w.numel() == 0) {
-    launch_fill(gx.raw(), gx.numel(), gx.dtype(), 0.0, stream_);
+    launch_fill(gx.raw(), gx.numel(), gx.dtype(), 0.0, be.stream_);
     return;
   }
   ConvShape s = conv_shape(gx.shape(), w.shape(), gy.shape(), a);
   DeviceBuffer tg, tw;
-  const void *pg = nhwc_data(gy, tg), *pw = nhwc_data(w, tw);
-  run_conv(*this, *conv_, ConvDir::BackwardData, gy.dtype(), s, pg, pw, gx.raw());
+  const void *pg = be.nhwc_data(gy, tg), *pw = be.nhwc_data(w, tw);
+  run_conv(be, *be.conv_, ConvDir::BackwardData, gy.dtype(), s, pg, pw, gx.raw());
 }
+const bool conv2d_backward_data_set = set_kernel(cuda_kernels().conv2d_backward_data, &conv2d_backward_data);
 
-void CudaBackend::conv2d_backward_filter(const Tensor &gy, const Tensor &x, Tensor &gw, const Conv2dArgs &a) {
-  std::lock_guard<std::recursive_mutex> lock_(mu_);
+void conv2d_backward_filter(const Tensor &gy, const Tensor &x, Tensor &gw, const Conv2dArgs &a) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_conv_dtype(gy.dtype(), "conv2d_backward_filter");
   gw.set_layout(Layout::ChannelsLast);  // KRSC, like the uploaded weights, so SGD runs flat
   if (gw.numel() == 0) return;
   if (gy.numel() == 0 || x.numel() == 0) {
-    launch_fill(gw.raw(), gw.numel(), gw.dtype(), 0.0, stream_);
+    launch_fill(gw.raw(), gw.numel(), gw.dtype(), 0.0, be.stream_);
     return;
   }
   ConvShape s = conv_shape(x.shape(), gw.shape(), gy.shape(), a);
   DeviceBuffer tg, tx;
-  const void *pg = nhwc_data(gy, tg), *px = nhwc_data(x, tx);
-  run_conv(*this, *conv_, ConvDir::BackwardFilter, gy.dtype(), s, pg, px, gw.raw());
+  const void *pg = be.nhwc_data(gy, tg), *px = be.nhwc_data(x, tx);
+  run_conv(be, *be.conv_, ConvDir::BackwardFilter, gy.dtype(), s, pg, px, gw.raw());
 }
+const bool conv2d_backward_filter_set = set_kernel(cuda_kernels().conv2d_backward_filter, &conv2d_backward_filter);
 
 }  // namespace rx::cuda

@@ -379,19 +379,22 @@ void check_float_dtype(DType dt, const char *op) {
 
 // ---------------------------------------------------------------- data movement
 
-void CudaBackend::fill(Tensor &t, double value) {
-  RX_LOCK;
-  launch_fill(t.raw(), t.numel(), t.dtype(), value, stream_);
+void fill(Tensor &t, double value) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
+  launch_fill(t.raw(), t.numel(), t.dtype(), value, be.stream_);
 }
+const bool fill_set = set_kernel(cuda_kernels().fill, &fill);
 
-void CudaBackend::copy(const Tensor &src, Tensor &dst) {
-  RX_LOCK;
+void copy(const Tensor &src, Tensor &dst) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   bool s_dev = src.device().type == DeviceType::CUDA, d_dev = dst.device().type == DeviceType::CUDA;
   size_t n = src.nbytes(), es = dtype_size(src.dtype());
   if (s_dev && d_dev) {
     // Device to device keeps the destination's layout: a fresh destination is Contiguous, which
     // ops::reshape relies on to turn channels-last data into a plain view.
-    convert_layout(src.raw(), is_nhwc(src), dst.raw(), is_nhwc(dst), src.shape(), es);
+    be.convert_layout(src.raw(), is_nhwc(src), dst.raw(), is_nhwc(dst), src.shape(), es);
     return;
   }
   if (!s_dev && d_dev) {
@@ -404,88 +407,104 @@ void CudaBackend::copy(const Tensor &src, Tensor &dst) {
     }
     if (!to_nhwc) {
       // Pageable source: cudaMemcpyAsync stages it before returning, so the caller may free it.
-      check_cuda(cudaMemcpyAsync(dst.raw(), src.raw(), n, cudaMemcpyHostToDevice, stream_), "copy to cuda");
+      check_cuda(cudaMemcpyAsync(dst.raw(), src.raw(), n, cudaMemcpyHostToDevice, be.stream_), "copy to cuda");
       if (dst.ndim() == 4 && dtype_is_float(dst.dtype())) dst.set_layout(Layout::ChannelsLast);  // same bytes
       else dst.set_layout(Layout::Contiguous);
       return;
     }
-    DeviceBuffer tmp(*this, n);
-    check_cuda(cudaMemcpyAsync(tmp.get(), src.raw(), n, cudaMemcpyHostToDevice, stream_), "copy to cuda");
-    convert_layout(tmp.get(), false, dst.raw(), true, dst.shape(), es);
+    DeviceBuffer tmp(be, n);
+    check_cuda(cudaMemcpyAsync(tmp.get(), src.raw(), n, cudaMemcpyHostToDevice, be.stream_), "copy to cuda");
+    be.convert_layout(tmp.get(), false, dst.raw(), true, dst.shape(), es);
     dst.set_layout(Layout::ChannelsLast);
     return;
   }
   if (s_dev && !d_dev) {
     if (n == 0) return;
     DeviceBuffer tmp;
-    const void *p = contiguous_data(src, tmp);
-    check_cuda(cudaMemcpyAsync(dst.raw(), p, n, cudaMemcpyDeviceToHost, stream_), "copy to cpu");
-    check_cuda(cudaStreamSynchronize(stream_), "copy to cpu");
+    const void *p = be.contiguous_data(src, tmp);
+    check_cuda(cudaMemcpyAsync(dst.raw(), p, n, cudaMemcpyDeviceToHost, be.stream_), "copy to cpu");
+    check_cuda(cudaStreamSynchronize(be.stream_), "copy to cpu");
     return;
   }
   throw Error(ErrorCode::Device, "copy: the CUDA backend expected a cuda tensor on one side, received " +
                                      src.device().str() + " -> " + dst.device().str());
 }
+const bool copy_set = set_kernel(cuda_kernels().copy, &copy);
 
-void CudaBackend::cast(const Tensor &src, Tensor &dst) {
-  RX_LOCK;
-  launch_cast(src.raw(), src.dtype(), dst.raw(), dst.dtype(), src.numel(), stream_);
+void cast(const Tensor &src, Tensor &dst) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
+  launch_cast(src.raw(), src.dtype(), dst.raw(), dst.dtype(), src.numel(), be.stream_);
   dst.set_layout(src.layout());
 }
+const bool cast_set = set_kernel(cuda_kernels().cast, &cast);
 
-void CudaBackend::permute(const Tensor &src, Tensor &dst, const std::vector<int> &perm) {
-  RX_LOCK;
+void permute(const Tensor &src, Tensor &dst, const std::vector<int> &perm) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   std::vector<int64_t> ps = physical_strides(src), st(perm.size());
   for (size_t i = 0; i < perm.size(); i++) st[i] = ps[perm[i]];
   dst.set_layout(Layout::Contiguous);
   if (dst.numel() == 0) return;
-  launch_strided_copy(src.raw(), dst.raw(), make_walk(dst.shape(), false, {st}), dtype_size(src.dtype()), stream_);
+  launch_strided_copy(src.raw(), dst.raw(), make_walk(dst.shape(), false, {st}), dtype_size(src.dtype()), be.stream_);
 }
+const bool permute_set = set_kernel(cuda_kernels().permute, &permute);
 
-void CudaBackend::expand(const Tensor &src, Tensor &dst) {
-  RX_LOCK;
+void expand(const Tensor &src, Tensor &dst) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   dst.set_layout(Layout::Contiguous);
   if (dst.numel() == 0) return;
   launch_strided_copy(src.raw(), dst.raw(), make_walk(dst.shape(), false, {aligned_strides(src, dst.shape())}),
-                      dtype_size(src.dtype()), stream_);
+                      dtype_size(src.dtype()), be.stream_);
 }
+const bool expand_set = set_kernel(cuda_kernels().expand, &expand);
 
-void CudaBackend::random_uniform(Tensor &t, double lo, double hi, uint64_t seed, uint64_t offset) {
-  RX_LOCK;
+void random_uniform(Tensor &t, double lo, double hi, uint64_t seed, uint64_t offset) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_float_dtype(t.dtype(), "rand");
   // Element i (logical row-major order) draws counter offset + i, exactly as on the CPU.
   t.set_layout(Layout::Contiguous);
-  launch_random(t.raw(), t.dtype(), t.numel(), false, lo, hi, seed, offset, stream_);
+  launch_random(t.raw(), t.dtype(), t.numel(), false, lo, hi, seed, offset, be.stream_);
 }
+const bool random_uniform_set = set_kernel(cuda_kernels().random_uniform, &random_uniform);
 
-void CudaBackend::random_normal(Tensor &t, double mean, double std, uint64_t seed, uint64_t offset) {
-  RX_LOCK;
+void random_normal(Tensor &t, double mean, double std, uint64_t seed, uint64_t offset) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_float_dtype(t.dtype(), "randn");
   t.set_layout(Layout::Contiguous);
-  launch_random(t.raw(), t.dtype(), t.numel(), true, mean, std, seed, offset, stream_);
+  launch_random(t.raw(), t.dtype(), t.numel(), true, mean, std, seed, offset, be.stream_);
 }
+const bool random_normal_set = set_kernel(cuda_kernels().random_normal, &random_normal);
 
 // ---------------------------------------------------------------- elementwise
 
-void CudaBackend::relu_forward(const Tensor &x, Tensor &y) {
-  RX_LOCK;
+void relu_forward(const Tensor &x, Tensor &y) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_float_dtype(x.dtype(), "relu");
-  launch_relu_forward(x.dtype(), x.raw(), y.raw(), x.numel(), stream_);
+  launch_relu_forward(x.dtype(), x.raw(), y.raw(), x.numel(), be.stream_);
   y.set_layout(x.layout());
 }
+const bool relu_forward_set = set_kernel(cuda_kernels().relu_forward, &relu_forward);
 
-void CudaBackend::relu_backward(const Tensor &gy, const Tensor &y, Tensor &gx) {
-  RX_LOCK;
+void relu_backward(const Tensor &gy, const Tensor &y, Tensor &gx) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_float_dtype(gy.dtype(), "relu_backward");
   DeviceBuffer tmp;
   const void *py = y.raw();
-  if (is_nhwc(y) != is_nhwc(gy)) py = is_nhwc(gy) ? nhwc_data(y, tmp) : contiguous_data(y, tmp);
-  launch_relu_backward(gy.dtype(), gy.raw(), py, gx.raw(), gy.numel(), stream_);
+  if (is_nhwc(y) != is_nhwc(gy)) py = is_nhwc(gy) ? be.nhwc_data(y, tmp) : be.contiguous_data(y, tmp);
+  launch_relu_backward(gy.dtype(), gy.raw(), py, gx.raw(), gy.numel(), be.stream_);
   gx.set_layout(gy.layout());
 }
+const bool relu_backward_set = set_kernel(cuda_kernels().relu_backward, &relu_backward);
 
-void CudaBackend::binary(BinaryOp op, const Tensor &a, const Tensor &b, Tensor &out) {
-  RX_LOCK;
+void binary(BinaryOp op, const Tensor &a, const Tensor &b, Tensor &out) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_float_dtype(a.dtype(), "binary");
   bool same = a.shape() == out.shape() && b.shape() == out.shape();
   if (same && is_nhwc(a) == is_nhwc(b)) {
@@ -493,7 +512,7 @@ void CudaBackend::binary(BinaryOp op, const Tensor &a, const Tensor &b, Tensor &
     Walk flat;
     flat.nd = 1;
     flat.size[0] = out.numel();
-    if (out.numel()) launch_binary(op, a.dtype(), a.raw(), b.raw(), out.raw(), flat, true, stream_);
+    if (out.numel()) launch_binary(op, a.dtype(), a.raw(), b.raw(), out.raw(), flat, true, be.stream_);
     return;
   }
   // Keep channels-last when a full-size operand has it (the usual case: x + bias-like tensor).
@@ -501,25 +520,31 @@ void CudaBackend::binary(BinaryOp op, const Tensor &a, const Tensor &b, Tensor &
   out.set_layout(out_nhwc ? Layout::ChannelsLast : Layout::Contiguous);
   if (out.numel() == 0) return;
   Walk w = make_walk(out.shape(), out_nhwc, {aligned_strides(a, out.shape()), aligned_strides(b, out.shape())});
-  launch_binary(op, a.dtype(), a.raw(), b.raw(), out.raw(), w, false, stream_);
+  launch_binary(op, a.dtype(), a.raw(), b.raw(), out.raw(), w, false, be.stream_);
 }
+const bool binary_set = set_kernel(cuda_kernels().binary, &binary);
 
-void CudaBackend::scalar(ScalarOp op, const Tensor &x, double s, Tensor &out) {
-  RX_LOCK;
+void scalar(ScalarOp op, const Tensor &x, double s, Tensor &out) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_float_dtype(x.dtype(), "scalar");
-  launch_scalar(op, x.dtype(), x.raw(), s, out.raw(), x.numel(), stream_);
+  launch_scalar(op, x.dtype(), x.raw(), s, out.raw(), x.numel(), be.stream_);
   out.set_layout(x.layout());
 }
+const bool scalar_set = set_kernel(cuda_kernels().scalar, &scalar);
 
-void CudaBackend::unary(UnaryOp op, const Tensor &x, Tensor &out) {
-  RX_LOCK;
+void unary(UnaryOp op, const Tensor &x, Tensor &out) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_float_dtype(x.dtype(), "unary");
-  launch_unary(op, x.dtype(), x.raw(), out.raw(), x.numel(), stream_);
+  launch_unary(op, x.dtype(), x.raw(), out.raw(), x.numel(), be.stream_);
   out.set_layout(x.layout());
 }
+const bool unary_set = set_kernel(cuda_kernels().unary, &unary);
 
-void CudaBackend::sum(const Tensor &x, const std::vector<bool> &reduce, Tensor &out) {
-  RX_LOCK;
+void sum(const Tensor &x, const std::vector<bool> &reduce, Tensor &out) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_float_dtype(x.dtype(), "sum");
   if (x.ndim() > kMaxDims) throw Error(ErrorCode::Shape, "sum: input expected at most 8 dimensions");
   out.set_layout(Layout::Contiguous);
@@ -538,66 +563,76 @@ void CudaBackend::sum(const Tensor &x, const std::vector<bool> &reduce, Tensor &
     }
   }
   if (r.nout == 0) return;
-  launch_sum(x.dtype(), x.raw(), out.raw(), r, stream_);
+  launch_sum(x.dtype(), x.raw(), out.raw(), r, be.stream_);
 }
+const bool sum_set = set_kernel(cuda_kernels().sum, &sum);
 
 // ---------------------------------------------------------------- pooling
 
-void CudaBackend::max_pool2d_forward(const Tensor &x, Tensor &y, Tensor &indices, const Pool2dArgs &a) {
-  RX_LOCK;
+void max_pool2d_forward(const Tensor &x, Tensor &y, Tensor &indices, const Pool2dArgs &a) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_float_dtype(x.dtype(), "maxPool2d");
   DeviceBuffer tmp;
-  const void *px = nhwc_data(x, tmp);
+  const void *px = be.nhwc_data(x, tmp);
   y.set_layout(Layout::ChannelsLast);
   indices.set_layout(Layout::ChannelsLast);
   if (y.numel() == 0) return;
   launch_max_pool2d_forward(x.dtype(), px, y.raw(), indices.data<int32_t>(), x.dim(0), x.dim(1), x.dim(2), x.dim(3),
-                            y.dim(2), y.dim(3), a, stream_);
+                            y.dim(2), y.dim(3), a, be.stream_);
 }
+const bool max_pool2d_forward_set = set_kernel(cuda_kernels().max_pool2d_forward, &max_pool2d_forward);
 
-void CudaBackend::max_pool2d_backward(const Tensor &gy, const Tensor &indices, Tensor &gx) {
-  RX_LOCK;
+void max_pool2d_backward(const Tensor &gy, const Tensor &indices, Tensor &gx) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_float_dtype(gy.dtype(), "maxPool2d_backward");
   DeviceBuffer tg, ti, acc;
-  const void *pg = nhwc_data(gy, tg);
-  const int32_t *pi = static_cast<const int32_t *>(nhwc_data(indices, ti));
+  const void *pg = be.nhwc_data(gy, tg);
+  const int32_t *pi = static_cast<const int32_t *>(be.nhwc_data(indices, ti));
   gx.set_layout(Layout::ChannelsLast);
   if (gx.numel() == 0) return;
-  if (gx.dtype() == DType::BF16) acc = DeviceBuffer(*this, gx.numel() * sizeof(float));
+  if (gx.dtype() == DType::BF16) acc = DeviceBuffer(be, gx.numel() * sizeof(float));
   launch_max_pool2d_backward(gy.dtype(), pg, pi, gx.raw(), acc.get(), gx.dim(0), gx.dim(1), gx.dim(2) * gx.dim(3),
-                             gy.dim(2) * gy.dim(3), stream_);
+                             gy.dim(2) * gy.dim(3), be.stream_);
 }
+const bool max_pool2d_backward_set = set_kernel(cuda_kernels().max_pool2d_backward, &max_pool2d_backward);
 
-void CudaBackend::global_avg_pool2d_forward(const Tensor &x, Tensor &y) {
-  RX_LOCK;
+void global_avg_pool2d_forward(const Tensor &x, Tensor &y) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_float_dtype(x.dtype(), "globalAvgPool2d");
   DeviceBuffer tmp;
-  const void *px = nhwc_data(x, tmp);
+  const void *px = be.nhwc_data(x, tmp);
   y.set_layout(Layout::ChannelsLast);  // [N, C, 1, 1]: the same bytes in both layouts
   if (y.numel() == 0) return;
-  launch_global_avg_pool2d_forward(x.dtype(), px, y.raw(), x.dim(0), x.dim(1), x.dim(2) * x.dim(3), stream_);
+  launch_global_avg_pool2d_forward(x.dtype(), px, y.raw(), x.dim(0), x.dim(1), x.dim(2) * x.dim(3), be.stream_);
 }
+const bool global_avg_pool2d_forward_set = set_kernel(cuda_kernels().global_avg_pool2d_forward, &global_avg_pool2d_forward);
 
-void CudaBackend::global_avg_pool2d_backward(const Tensor &gy, Tensor &gx) {
-  RX_LOCK;
+void global_avg_pool2d_backward(const Tensor &gy, Tensor &gx) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_float_dtype(gy.dtype(), "globalAvgPool2d_backward");
   gx.set_layout(Layout::ChannelsLast);
   if (gx.numel() == 0) return;
   launch_global_avg_pool2d_backward(gy.dtype(), gy.raw(), gx.raw(), gx.dim(0), gx.dim(1), gx.dim(2) * gx.dim(3),
-                                    stream_);
+                                    be.stream_);
 }
+const bool global_avg_pool2d_backward_set = set_kernel(cuda_kernels().global_avg_pool2d_backward, &global_avg_pool2d_backward);
 
 // ---------------------------------------------------------------- dense
 
-void CudaBackend::matmul(const Tensor &a, const Tensor &b, bool ta, bool tb, const Tensor *bias, Tensor &out) {
-  RX_LOCK;
+void matmul(const Tensor &a, const Tensor &b, bool ta, bool tb, const Tensor *bias, Tensor &out) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_float_dtype(a.dtype(), "matmul");
   int64_t M = out.dim(0), N = out.dim(1), K = ta ? a.dim(0) : a.dim(1);
   out.set_layout(Layout::Contiguous);
   if (M == 0 || N == 0) return;
   DType dt = a.dtype();
-  if (bias) launch_fill_rows(dt, out.raw(), bias->raw(), M, N, stream_);
-  else if (K == 0) launch_fill(out.raw(), out.numel(), dt, 0.0, stream_);
+  if (bias) launch_fill_rows(dt, out.raw(), bias->raw(), M, N, be.stream_);
+  else if (K == 0) launch_fill(out.raw(), out.numel(), dt, 0.0, be.stream_);
   if (K == 0) return;
   // Row-major out[M,N] = op(a) op(b) is column-major out^T[N,M] = op(b)^T op(a)^T: cuBLAS sees
   // each row-major matrix as its transpose, so the operands swap and keep their own op flags.
@@ -605,7 +640,7 @@ void CudaBackend::matmul(const Tensor &a, const Tensor &b, bool ta, bool tb, con
   int lda = (int)a.dim(1), ldb = (int)b.dim(1), ldc = (int)N;
   if (dt == DType::F64) {
     double alpha = 1, beta = bias ? 1 : 0;
-    check_cublas(cublasGemmEx(cublas_, opb, opa, (int)N, (int)M, (int)K, &alpha, b.raw(), CUDA_R_64F, ldb, a.raw(),
+    check_cublas(cublasGemmEx(be.cublas_, opb, opa, (int)N, (int)M, (int)K, &alpha, b.raw(), CUDA_R_64F, ldb, a.raw(),
                               CUDA_R_64F, lda, &beta, out.raw(), CUDA_R_64F, ldc, CUBLAS_COMPUTE_64F, CUBLAS_GEMM_DEFAULT),
                  "matmul");
     return;
@@ -613,76 +648,108 @@ void CudaBackend::matmul(const Tensor &a, const Tensor &b, bool ta, bool tb, con
   float alpha = 1, beta = bias ? 1.f : 0.f;
   cudaDataType_t t = dt == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
   cublasComputeType_t ct =
-      dt == DType::BF16 ? CUBLAS_COMPUTE_32F : (strict_fp32_ ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32);
-  check_cublas(cublasGemmEx(cublas_, opb, opa, (int)N, (int)M, (int)K, &alpha, b.raw(), t, ldb, a.raw(), t, lda, &beta,
+      dt == DType::BF16 ? CUBLAS_COMPUTE_32F : (be.strict_fp32_ ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32);
+  check_cublas(cublasGemmEx(be.cublas_, opb, opa, (int)N, (int)M, (int)K, &alpha, b.raw(), t, ldb, a.raw(), t, lda, &beta,
                             out.raw(), t, ldc, ct, CUBLAS_GEMM_DEFAULT),
                "matmul");
 }
+const bool matmul_set = set_kernel(cuda_kernels().matmul, &matmul);
 
 // ---------------------------------------------------------------- loss and metrics
 
-void CudaBackend::cross_entropy_forward(const Tensor &logits, const Tensor &targets, double smoothing, Tensor &loss,
+void cross_entropy_forward(const Tensor &logits, const Tensor &targets, double smoothing, Tensor &loss,
                                         Tensor &probs) {
-  RX_LOCK;
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_float_dtype(logits.dtype(), "crossEntropy");
   int64_t N = logits.dim(0), K = logits.dim(1);
-  DeviceBuffer rows(*this, N * sizeof(double)), flag(*this, sizeof(int32_t));
+  DeviceBuffer rows(be, N * sizeof(double)), flag(be, sizeof(int32_t));
   probs.set_layout(Layout::Contiguous);
   launch_cross_entropy_forward(logits.dtype(), logits.raw(), targets.data<int32_t>(), smoothing, loss.raw(),
-                               probs.raw(), N, K, rows.get(), flag.as<int32_t>(), stream_);
+                               probs.raw(), N, K, rows.get(), flag.as<int32_t>(), be.stream_);
   // Same contract as the CPU: a target outside [0, K) is an ERR_ARG, so this op waits for its
   // one-int check (a loss is read every step anyway).
-  check_cuda(cudaMemcpyAsync(host_flag_, flag.get(), sizeof(int32_t), cudaMemcpyDeviceToHost, stream_), "crossEntropy");
-  check_cuda(cudaStreamSynchronize(stream_), "crossEntropy");
-  if (*host_flag_ != 0x7f7f7f7f) {  // the kernel's "all targets valid" marker
-    int64_t row = *host_flag_ - 1;
+  check_cuda(cudaMemcpyAsync(be.host_flag_, flag.get(), sizeof(int32_t), cudaMemcpyDeviceToHost, be.stream_), "crossEntropy");
+  check_cuda(cudaStreamSynchronize(be.stream_), "crossEntropy");
+  if (*be.host_flag_ != 0x7f7f7f7f) {  // the kernel's "all targets valid" marker
+    int64_t row = *be.host_flag_ - 1;
     int32_t bad = 0;
     check_cuda(cudaMemcpy(&bad, targets.data<int32_t>() + row, sizeof bad, cudaMemcpyDeviceToHost), "crossEntropy");
     fail(ErrorCode::Arg, "crossEntropy", "targets[" + std::to_string(row) + "]",
          "a class index in [0, " + std::to_string(K - 1) + "]", std::to_string(bad));
   }
 }
+const bool cross_entropy_forward_set = set_kernel(cuda_kernels().cross_entropy_forward, &cross_entropy_forward);
 
-void CudaBackend::cross_entropy_backward(const Tensor &probs, const Tensor &targets, double smoothing,
+void cross_entropy_backward(const Tensor &probs, const Tensor &targets, double smoothing,
                                          const Tensor &gloss, Tensor &glogits) {
-  RX_LOCK;
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_float_dtype(probs.dtype(), "crossEntropy_backward");
   glogits.set_layout(Layout::Contiguous);
   launch_cross_entropy_backward(probs.dtype(), probs.raw(), targets.data<int32_t>(), smoothing, gloss.raw(),
-                                glogits.raw(), probs.dim(0), probs.dim(1), stream_);
+                                glogits.raw(), probs.dim(0), probs.dim(1), be.stream_);
 }
+const bool cross_entropy_backward_set = set_kernel(cuda_kernels().cross_entropy_backward, &cross_entropy_backward);
 
-void CudaBackend::topk(const Tensor &x, int64_t k, Tensor &indices) {
-  RX_LOCK;
+void topk(const Tensor &x, int64_t k, Tensor &indices) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_float_dtype(x.dtype(), "topk");
   indices.set_layout(Layout::Contiguous);
   if (x.dim(0) == 0) return;
-  launch_topk(x.dtype(), x.raw(), indices.data<int32_t>(), x.dim(0), x.dim(1), k, stream_);
+  launch_topk(x.dtype(), x.raw(), indices.data<int32_t>(), x.dim(0), x.dim(1), k, be.stream_);
 }
+const bool topk_set = set_kernel(cuda_kernels().topk, &topk);
 
 // ---------------------------------------------------------------- optimiser
 
-void CudaBackend::sgd_step(Tensor &param, const Tensor &grad, Tensor *buf, const SgdArgs &a) {
-  RX_LOCK;
+void sgd_step(Tensor &param, const Tensor &grad, Tensor *buf, const SgdArgs &a) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
   check_float_dtype(param.dtype(), "sgdStep");
   bool pn = is_nhwc(param);
   DeviceBuffer tg, tm;
   const void *g = grad.raw();
-  if (is_nhwc(grad) != pn) g = pn ? nhwc_data(grad, tg) : contiguous_data(grad, tg);
+  if (is_nhwc(grad) != pn) g = pn ? be.nhwc_data(grad, tg) : be.contiguous_data(grad, tg);
   void *m = nullptr;
   if (buf) {
     m = buf->raw();
     // The momentum buffer follows the parameter's layout; on the first step it is overwritten.
     if (is_nhwc(*buf) != pn && !a.first_step) {
-      tm = DeviceBuffer(*this, buf->nbytes());
-      convert_layout(buf->raw(), is_nhwc(*buf), tm.get(), pn, buf->shape(), dtype_size(buf->dtype()));
-      check_cuda(cudaMemcpyAsync(buf->raw(), tm.get(), buf->nbytes(), cudaMemcpyDeviceToDevice, stream_), "sgdStep");
+      tm = DeviceBuffer(be, buf->nbytes());
+      be.convert_layout(buf->raw(), is_nhwc(*buf), tm.get(), pn, buf->shape(), dtype_size(buf->dtype()));
+      check_cuda(cudaMemcpyAsync(buf->raw(), tm.get(), buf->nbytes(), cudaMemcpyDeviceToDevice, be.stream_), "sgdStep");
     }
     buf->set_layout(param.layout());
   }
   if (param.numel() == 0) return;
-  launch_sgd_step(param.dtype(), param.raw(), g, m, param.numel(), a, stream_);
+  launch_sgd_step(param.dtype(), param.raw(), g, m, param.numel(), a, be.stream_);
 }
+const bool sgd_step_set = set_kernel(cuda_kernels().sgd_step, &sgd_step);
+
+}  // namespace rx::cuda
+
+// ---------------------------------------------------------------- the instance and its table
+
+namespace rx::cuda {
+
+namespace {
+CudaBackend *g_backend = nullptr;  // set once by create(); kernels run only after that
+}  // namespace
+
+Kernels &cuda_kernels() {
+  static Kernels table;  // function-local: filled during static initialisation, in any file order
+  return table;
+}
+
+CudaBackend &CudaBackend::create() {
+  static CudaBackend *backend = new CudaBackend();  // lives for the process; a throw leaves it unset
+  g_backend = backend;
+  return *backend;
+}
+
+CudaBackend &CudaBackend::get() { return *g_backend; }
 
 }  // namespace rx::cuda
 
@@ -706,8 +773,8 @@ extern "C" __attribute__((visibility("default"))) int resnext_cuda_backend_creat
     return 2;
   }
   try {
-    static rx::cuda::CudaBackend *backend = new rx::cuda::CudaBackend();  // lives for the process
-    *out = backend;
+    *out = &rx::cuda::CudaBackend::create();
+
     return 0;
   } catch (const std::exception &e) {
     say(e.what());

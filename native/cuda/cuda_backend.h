@@ -5,6 +5,10 @@
 // KRSC) are stored NHWC and marked Layout::ChannelsLast; everything else is dense row-major.
 // Every op accepts either layout and converts what it needs into temporary buffers.
 //
+// Kernels: free functions in cuda_backend.cc, conv2d.cc and batch_norm.cc, each entered in
+// cuda_kernels() (the table the op layer calls, core/ops.h) right after its definition; they
+// reach the stream, handles and helpers through CudaBackend::get().
+//
 // ABI: this library is dlopen()ed by the CPU addon and may use only the inline parts of
 // tensor.h / error.h (see backend.h). It never constructs rx::Tensor or rx::Storage; outputs come
 // preallocated by the op layer through allocate() below, temporaries are raw DeviceBuffers.
@@ -167,6 +171,10 @@ struct BnReserve;   // cuDNN reserve space + exact float statistics, attached to
 struct ConvCache;   // engine choice per (direction, shape, dtype), see conv2d.cc
 std::shared_ptr<ConvCache> make_conv_cache();
 
+// The CUDA backend's kernel table: each kernel file sets its entries beside the kernels, which
+// are free functions that reach the backend through CudaBackend::get().
+Kernels &cuda_kernels();
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend();  // throws rx::Error with what is missing
@@ -179,44 +187,11 @@ class CudaBackend final : public Backend {
   void synchronize() override;
   std::string device_info_json() override;
 
-  void fill(Tensor &t, double value) override;
-  void copy(const Tensor &src, Tensor &dst) override;
-  void cast(const Tensor &src, Tensor &dst) override;
-  void permute(const Tensor &src, Tensor &dst, const std::vector<int> &perm) override;
-  void expand(const Tensor &src, Tensor &dst) override;
-  void random_uniform(Tensor &t, double lo, double hi, uint64_t seed, uint64_t offset) override;
-  void random_normal(Tensor &t, double mean, double std, uint64_t seed, uint64_t offset) override;
-
-  void conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, Tensor &y, const Conv2dArgs &a) override;
-  void conv2d_backward_data(const Tensor &gy, const Tensor &w, Tensor &gx, const Conv2dArgs &a) override;
-  void conv2d_backward_filter(const Tensor &gy, const Tensor &x, Tensor &gw, const Conv2dArgs &a) override;
-
-  void batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta, const Tensor *residual,
-                          Tensor &running_mean, Tensor &running_var, Tensor &y, Tensor &save_mean,
-                          Tensor &save_invstd, const BatchNormArgs &a) override;
-  void batch_norm_backward(const Tensor &gy, const Tensor &x, const Tensor &y, const Tensor &gamma,
-                           const Tensor &save_mean, const Tensor &save_invstd, Tensor &gx, Tensor &ggamma,
-                           Tensor &gbeta, Tensor *gresidual, const BatchNormArgs &a) override;
-
-  void relu_forward(const Tensor &x, Tensor &y) override;
-  void relu_backward(const Tensor &gy, const Tensor &y, Tensor &gx) override;
-  void binary(BinaryOp op, const Tensor &a, const Tensor &b, Tensor &out) override;
-  void scalar(ScalarOp op, const Tensor &x, double s, Tensor &out) override;
-  void unary(UnaryOp op, const Tensor &x, Tensor &out) override;
-  void sum(const Tensor &x, const std::vector<bool> &reduce, Tensor &out) override;
-
-  void max_pool2d_forward(const Tensor &x, Tensor &y, Tensor &indices, const Pool2dArgs &a) override;
-  void max_pool2d_backward(const Tensor &gy, const Tensor &indices, Tensor &gx) override;
-  void global_avg_pool2d_forward(const Tensor &x, Tensor &y) override;
-  void global_avg_pool2d_backward(const Tensor &gy, Tensor &gx) override;
-
-  void matmul(const Tensor &a, const Tensor &b, bool ta, bool tb, const Tensor *bias, Tensor &out) override;
-  void cross_entropy_forward(const Tensor &logits, const Tensor &targets, double smoothing, Tensor &loss,
-                             Tensor &probs) override;
-  void cross_entropy_backward(const Tensor &probs, const Tensor &targets, double smoothing, const Tensor &gloss,
-                              Tensor &glogits) override;
-  void topk(const Tensor &x, int64_t k, Tensor &indices) override;
-  void sgd_step(Tensor &param, const Tensor &grad, Tensor *momentum_buf, const SgdArgs &a) override;
+  const Kernels &kernels() const override { return cuda_kernels(); }
+  // The one instance: create() makes it (the entry point calls it; throws what is missing), get()
+  // returns it to the kernel functions, which only run after it exists.
+  static CudaBackend &create();
+  static CudaBackend &get();
 
   // Helpers shared by the op files.
   cudaStream_t stream() const { return stream_; }
@@ -234,9 +209,9 @@ class CudaBackend final : public Backend {
   void store_f32(const float *src, Tensor &dst);
   bool strict_fp32() const { return strict_fp32_; }
 
- private:
   void ensure_cuda(const Tensor &t, const char *op);
 
+  // State, used directly by the kernel functions of this folder (the backend's own code).
   std::recursive_mutex mu_;  // cuDNN/cuBLAS handles are not thread-safe; ops may come from workers
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
