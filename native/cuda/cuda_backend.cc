@@ -365,18 +365,6 @@ void CudaBackend::store_f32(const float *src, Tensor &dst) {
   launch_cast(src, DType::F32, dst.raw(), dst.dtype(), dst.numel(), stream_);
 }
 
-void CudaBackend::ensure_cuda(const Tensor &t, const char *op) {
-  if (t.device().type != DeviceType::CUDA)
-    throw Error(ErrorCode::Device, std::string(op) + ": tensor expected on cuda, received " + t.device().str());
-}
-
-namespace {
-void check_float_dtype(DType dt, const char *op) {
-  if (dt != DType::F32 && dt != DType::BF16 && dt != DType::F64)
-    fail(ErrorCode::DType, op, "input", "float32, bfloat16 or float64", dtype_name(dt));
-}
-}  // namespace
-
 // ---------------------------------------------------------------- data movement
 
 void fill(Tensor &t, double value) {
@@ -463,7 +451,6 @@ const bool expand_set = set_kernel(cuda_kernels().expand, &expand);
 void random_uniform(Tensor &t, double lo, double hi, uint64_t seed, uint64_t offset) {
   CudaBackend &be = CudaBackend::get();
   std::lock_guard<std::recursive_mutex> lock_(be.mu_);
-  check_float_dtype(t.dtype(), "rand");
   // Element i (logical row-major order) draws counter offset + i, exactly as on the CPU.
   t.set_layout(Layout::Contiguous);
   launch_random(t.raw(), t.dtype(), t.numel(), false, lo, hi, seed, offset, be.stream_);
@@ -473,7 +460,6 @@ const bool random_uniform_set = set_kernel(cuda_kernels().random_uniform, &rando
 void random_normal(Tensor &t, double mean, double std, uint64_t seed, uint64_t offset) {
   CudaBackend &be = CudaBackend::get();
   std::lock_guard<std::recursive_mutex> lock_(be.mu_);
-  check_float_dtype(t.dtype(), "randn");
   t.set_layout(Layout::Contiguous);
   launch_random(t.raw(), t.dtype(), t.numel(), true, mean, std, seed, offset, be.stream_);
 }
@@ -481,31 +467,9 @@ const bool random_normal_set = set_kernel(cuda_kernels().random_normal, &random_
 
 // ---------------------------------------------------------------- elementwise
 
-void relu_forward(const Tensor &x, Tensor &y) {
-  CudaBackend &be = CudaBackend::get();
-  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
-  check_float_dtype(x.dtype(), "relu");
-  launch_relu_forward(x.dtype(), x.raw(), y.raw(), x.numel(), be.stream_);
-  y.set_layout(x.layout());
-}
-const bool relu_forward_set = set_kernel(cuda_kernels().relu_forward, &relu_forward);
-
-void relu_backward(const Tensor &gy, const Tensor &y, Tensor &gx) {
-  CudaBackend &be = CudaBackend::get();
-  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
-  check_float_dtype(gy.dtype(), "relu_backward");
-  DeviceBuffer tmp;
-  const void *py = y.raw();
-  if (is_nhwc(y) != is_nhwc(gy)) py = is_nhwc(gy) ? be.nhwc_data(y, tmp) : be.contiguous_data(y, tmp);
-  launch_relu_backward(gy.dtype(), gy.raw(), py, gx.raw(), gy.numel(), be.stream_);
-  gx.set_layout(gy.layout());
-}
-const bool relu_backward_set = set_kernel(cuda_kernels().relu_backward, &relu_backward);
-
 void binary(BinaryOp op, const Tensor &a, const Tensor &b, Tensor &out) {
   CudaBackend &be = CudaBackend::get();
   std::lock_guard<std::recursive_mutex> lock_(be.mu_);
-  check_float_dtype(a.dtype(), "binary");
   bool same = a.shape() == out.shape() && b.shape() == out.shape();
   if (same && is_nhwc(a) == is_nhwc(b)) {
     out.set_layout(a.layout());
@@ -527,7 +491,6 @@ const bool binary_set = set_kernel(cuda_kernels().binary, &binary);
 void scalar(ScalarOp op, const Tensor &x, double s, Tensor &out) {
   CudaBackend &be = CudaBackend::get();
   std::lock_guard<std::recursive_mutex> lock_(be.mu_);
-  check_float_dtype(x.dtype(), "scalar");
   launch_scalar(op, x.dtype(), x.raw(), s, out.raw(), x.numel(), be.stream_);
   out.set_layout(x.layout());
 }
@@ -536,7 +499,6 @@ const bool scalar_set = set_kernel(cuda_kernels().scalar, &scalar);
 void unary(UnaryOp op, const Tensor &x, Tensor &out) {
   CudaBackend &be = CudaBackend::get();
   std::lock_guard<std::recursive_mutex> lock_(be.mu_);
-  check_float_dtype(x.dtype(), "unary");
   launch_unary(op, x.dtype(), x.raw(), out.raw(), x.numel(), be.stream_);
   out.set_layout(x.layout());
 }
@@ -545,7 +507,6 @@ const bool unary_set = set_kernel(cuda_kernels().unary, &unary);
 void sum(const Tensor &x, const std::vector<bool> &reduce, Tensor &out) {
   CudaBackend &be = CudaBackend::get();
   std::lock_guard<std::recursive_mutex> lock_(be.mu_);
-  check_float_dtype(x.dtype(), "sum");
   if (x.ndim() > kMaxDims) throw Error(ErrorCode::Shape, "sum: input expected at most 8 dimensions");
   out.set_layout(Layout::Contiguous);
   std::vector<int64_t> ps = physical_strides(x);
@@ -572,7 +533,6 @@ const bool sum_set = set_kernel(cuda_kernels().sum, &sum);
 void max_pool2d_forward(const Tensor &x, Tensor &y, Tensor &indices, const Pool2dArgs &a) {
   CudaBackend &be = CudaBackend::get();
   std::lock_guard<std::recursive_mutex> lock_(be.mu_);
-  check_float_dtype(x.dtype(), "maxPool2d");
   DeviceBuffer tmp;
   const void *px = be.nhwc_data(x, tmp);
   y.set_layout(Layout::ChannelsLast);
@@ -586,7 +546,6 @@ const bool max_pool2d_forward_set = set_kernel(cuda_kernels().max_pool2d_forward
 void max_pool2d_backward(const Tensor &gy, const Tensor &indices, Tensor &gx) {
   CudaBackend &be = CudaBackend::get();
   std::lock_guard<std::recursive_mutex> lock_(be.mu_);
-  check_float_dtype(gy.dtype(), "maxPool2d_backward");
   DeviceBuffer tg, ti, acc;
   const void *pg = be.nhwc_data(gy, tg);
   const int32_t *pi = static_cast<const int32_t *>(be.nhwc_data(indices, ti));
@@ -601,7 +560,6 @@ const bool max_pool2d_backward_set = set_kernel(cuda_kernels().max_pool2d_backwa
 void global_avg_pool2d_forward(const Tensor &x, Tensor &y) {
   CudaBackend &be = CudaBackend::get();
   std::lock_guard<std::recursive_mutex> lock_(be.mu_);
-  check_float_dtype(x.dtype(), "globalAvgPool2d");
   DeviceBuffer tmp;
   const void *px = be.nhwc_data(x, tmp);
   y.set_layout(Layout::ChannelsLast);  // [N, C, 1, 1]: the same bytes in both layouts
@@ -613,7 +571,6 @@ const bool global_avg_pool2d_forward_set = set_kernel(cuda_kernels().global_avg_
 void global_avg_pool2d_backward(const Tensor &gy, Tensor &gx) {
   CudaBackend &be = CudaBackend::get();
   std::lock_guard<std::recursive_mutex> lock_(be.mu_);
-  check_float_dtype(gy.dtype(), "globalAvgPool2d_backward");
   gx.set_layout(Layout::ChannelsLast);
   if (gx.numel() == 0) return;
   launch_global_avg_pool2d_backward(gy.dtype(), gy.raw(), gx.raw(), gx.dim(0), gx.dim(1), gx.dim(2) * gx.dim(3),
@@ -626,7 +583,6 @@ const bool global_avg_pool2d_backward_set = set_kernel(cuda_kernels().global_avg
 void matmul(const Tensor &a, const Tensor &b, bool ta, bool tb, const Tensor *bias, Tensor &out) {
   CudaBackend &be = CudaBackend::get();
   std::lock_guard<std::recursive_mutex> lock_(be.mu_);
-  check_float_dtype(a.dtype(), "matmul");
   int64_t M = out.dim(0), N = out.dim(1), K = ta ? a.dim(0) : a.dim(1);
   out.set_layout(Layout::Contiguous);
   if (M == 0 || N == 0) return;
@@ -661,7 +617,6 @@ void cross_entropy_forward(const Tensor &logits, const Tensor &targets, double s
                                         Tensor &probs) {
   CudaBackend &be = CudaBackend::get();
   std::lock_guard<std::recursive_mutex> lock_(be.mu_);
-  check_float_dtype(logits.dtype(), "crossEntropy");
   int64_t N = logits.dim(0), K = logits.dim(1);
   DeviceBuffer rows(be, N * sizeof(double)), flag(be, sizeof(int32_t));
   probs.set_layout(Layout::Contiguous);
@@ -685,7 +640,6 @@ void cross_entropy_backward(const Tensor &probs, const Tensor &targets, double s
                                          const Tensor &gloss, Tensor &glogits) {
   CudaBackend &be = CudaBackend::get();
   std::lock_guard<std::recursive_mutex> lock_(be.mu_);
-  check_float_dtype(probs.dtype(), "crossEntropy_backward");
   glogits.set_layout(Layout::Contiguous);
   launch_cross_entropy_backward(probs.dtype(), probs.raw(), targets.data<int32_t>(), smoothing, gloss.raw(),
                                 glogits.raw(), probs.dim(0), probs.dim(1), be.stream_);
@@ -695,7 +649,6 @@ const bool cross_entropy_backward_set = set_kernel(cuda_kernels().cross_entropy_
 void topk(const Tensor &x, int64_t k, Tensor &indices) {
   CudaBackend &be = CudaBackend::get();
   std::lock_guard<std::recursive_mutex> lock_(be.mu_);
-  check_float_dtype(x.dtype(), "topk");
   indices.set_layout(Layout::Contiguous);
   if (x.dim(0) == 0) return;
   launch_topk(x.dtype(), x.raw(), indices.data<int32_t>(), x.dim(0), x.dim(1), k, be.stream_);
@@ -707,7 +660,6 @@ const bool topk_set = set_kernel(cuda_kernels().topk, &topk);
 void sgd_step(Tensor &param, const Tensor &grad, Tensor *buf, const SgdArgs &a) {
   CudaBackend &be = CudaBackend::get();
   std::lock_guard<std::recursive_mutex> lock_(be.mu_);
-  check_float_dtype(param.dtype(), "sgdStep");
   bool pn = is_nhwc(param);
   DeviceBuffer tg, tm;
   const void *g = grad.raw();

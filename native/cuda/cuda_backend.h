@@ -120,8 +120,6 @@ void launch_binary(BinaryOp op, DType dt, const void *a, const void *b, void *ou
                    cudaStream_t s);
 void launch_scalar(ScalarOp op, DType dt, const void *x, double c, void *out, int64_t n, cudaStream_t s);
 void launch_unary(UnaryOp op, DType dt, const void *x, void *out, int64_t n, cudaStream_t s);
-void launch_relu_forward(DType dt, const void *x, void *y, int64_t n, cudaStream_t s);
-void launch_relu_backward(DType dt, const void *gy, const void *y, void *gx, int64_t n, cudaStream_t s);
 // out[o] = sum over the reduced index space; kept/red describe both sub-spaces with x strides.
 struct ReduceSpec {
   int nk = 0, nr = 0;
@@ -208,8 +206,6 @@ class CudaBackend final : public Backend {
   const float *f32_data(const Tensor &t, DeviceBuffer &tmp);
   void store_f32(const float *src, Tensor &dst);
   bool strict_fp32() const { return strict_fp32_; }
-
-  void ensure_cuda(const Tensor &t, const char *op);
 
   // State, used directly by the kernel functions of this folder (the backend's own code).
   std::recursive_mutex mu_;  // cuDNN/cuBLAS handles are not thread-safe; ops may come from workers

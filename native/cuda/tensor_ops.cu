@@ -327,21 +327,6 @@ void launch_unary(UnaryOp op, DType dt, const void *x, void *out, int64_t n, cud
   check_launch("unary");
 }
 
-void launch_relu_forward(DType dt, const void *x, void *y, int64_t n, cudaStream_t s) {
-  if (n == 0) return;
-  RX_CUDA_DISPATCH_FLOAT(dt, "relu",
-                         [&] { relu_forward_kernel<T><<<grid_for(n), kThreads, 0, s>>>((const T *)x, (T *)y, n); });
-  check_launch("relu");
-}
-
-void launch_relu_backward(DType dt, const void *gy, const void *y, void *gx, int64_t n, cudaStream_t s) {
-  if (n == 0) return;
-  RX_CUDA_DISPATCH_FLOAT(dt, "relu_backward", [&] {
-    relu_backward_kernel<T><<<grid_for(n), kThreads, 0, s>>>((const T *)gy, (const T *)y, (T *)gx, n);
-  });
-  check_launch("relu_backward");
-}
-
 void launch_sum(DType dt, const void *x, void *out, const ReduceSpec &r, cudaStream_t s) {
   RX_CUDA_DISPATCH_FLOAT(dt, "sum", [&] {
     if (r.nred <= 32)
@@ -367,5 +352,46 @@ void launch_fill_rows(DType dt, void *out, const void *bias, int64_t M, int64_t 
   });
   check_launch("linear bias");
 }
+
+// ---------------------------------------------------------------- relu (one file: kernels above,
+// launchers and the entries of the kernel table here; how a new op's CUDA side is written)
+
+namespace {
+
+void launch_relu_forward(DType dt, const void *x, void *y, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  RX_CUDA_DISPATCH_FLOAT(dt, "relu",
+                         [&] { relu_forward_kernel<T><<<grid_for(n), kThreads, 0, s>>>((const T *)x, (T *)y, n); });
+  check_launch("relu");
+}
+
+void launch_relu_backward(DType dt, const void *gy, const void *y, void *gx, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  RX_CUDA_DISPATCH_FLOAT(dt, "relu_backward", [&] {
+    relu_backward_kernel<T><<<grid_for(n), kThreads, 0, s>>>((const T *)gy, (const T *)y, (T *)gx, n);
+  });
+  check_launch("relu_backward");
+}
+
+}  // namespace
+
+void relu_forward(const Tensor &x, Tensor &y) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
+  launch_relu_forward(x.dtype(), x.raw(), y.raw(), x.numel(), be.stream_);
+  y.set_layout(x.layout());
+}
+const bool relu_forward_set = set_kernel(cuda_kernels().relu_forward, &relu_forward);
+
+void relu_backward(const Tensor &gy, const Tensor &y, Tensor &gx) {
+  CudaBackend &be = CudaBackend::get();
+  std::lock_guard<std::recursive_mutex> lock_(be.mu_);
+  DeviceBuffer tmp;
+  const void *py = y.raw();
+  if (is_nhwc(y) != is_nhwc(gy)) py = is_nhwc(gy) ? be.nhwc_data(y, tmp) : be.contiguous_data(y, tmp);
+  launch_relu_backward(gy.dtype(), gy.raw(), py, gx.raw(), gy.numel(), be.stream_);
+  gx.set_layout(gy.layout());
+}
+const bool relu_backward_set = set_kernel(cuda_kernels().relu_backward, &relu_backward);
 
 }  // namespace rx::cuda
