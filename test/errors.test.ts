@@ -89,6 +89,34 @@ describe('errors', () => {
   });
 });
 
+test('every export of the raw addon refuses arguments of the wrong JS type with a ResnextError', () => {
+  // Driven by the bind list itself, so a new export is covered without editing this test.
+  const wrong: Record<string, unknown> = {
+    TensorHandle: {}, 'TensorHandle | null': 'x', number: 'x', 'number[]': [1.5], boolean: 1, string: 7,
+    DTypeName: 'float16', DeviceName: 'tpu',
+  };
+  const addon = native as unknown as Record<string, (...a: unknown[]) => unknown>;
+  let checked = 0;
+  for (const sig of native.signatures) {
+    // loadCuda would fix the process-wide CUDA load result; setErrorClass would replace the class.
+    if (sig.name === 'loadCuda' || sig.name === 'setErrorClass' || sig.params.length === 0) continue;
+    for (let i = 0; i < sig.params.length; i++) {
+      const args: unknown[] = sig.params.map(([, t]) => (t === 'TensorHandle' || t === 'TensorHandle | null' ? rx.zeros([1]).handle : undefined));
+      args[i] = wrong[sig.params[i][1]] ?? 42; // structs and enums: a number is never one
+      let err: unknown;
+      try {
+        addon[sig.name](...args);
+      } catch (e) {
+        err = e;
+      }
+      expect({ call: `${sig.name} ${sig.params[i][0]}`, err }).toEqual({ call: `${sig.name} ${sig.params[i][0]}`, err: expect.any(rx.ResnextError) });
+      expect((err as Error).message).toMatch(new RegExp(`^${sig.name}|^tensor|^data`));
+      checked++;
+    }
+  }
+  expect(checked).toBeGreaterThan(80);
+});
+
 test('an error found by a queued kernel surfaces at the next sync, once, and the queue keeps working', () => {
   const logits = rx.randn([2, 3]);
   const bad = rx.tensor(Int32Array.from([0, 7]), [2]);
