@@ -96,12 +96,13 @@ test('every export of the raw addon refuses arguments of the wrong JS type with 
     DTypeName: 'float16', DeviceName: 'tpu',
   };
   const addon = native as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const one = rx.zeros([1]);
   let checked = 0;
   for (const sig of native.signatures) {
     // loadCuda would fix the process-wide CUDA load result; setErrorClass would replace the class.
     if (sig.name === 'loadCuda' || sig.name === 'setErrorClass' || sig.params.length === 0) continue;
     for (let i = 0; i < sig.params.length; i++) {
-      const args: unknown[] = sig.params.map(([, t]) => (t === 'TensorHandle' || t === 'TensorHandle | null' ? rx.zeros([1]).handle : undefined));
+      const args: unknown[] = sig.params.map(([, t]) => (t === 'TensorHandle' || t === 'TensorHandle | null' ? one.handle : undefined));
       args[i] = wrong[sig.params[i][1]] ?? 42; // structs and enums: a number is never one
       let err: unknown;
       try {
@@ -114,6 +115,7 @@ test('every export of the raw addon refuses arguments of the wrong JS type with 
       checked++;
     }
   }
+  one.dispose();
   expect(checked).toBeGreaterThan(80);
 });
 
