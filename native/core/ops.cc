@@ -331,7 +331,7 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr> batch_norm_forward(const Tensor &x, 
     check_like(op, "residual", *residual, x);
     check_shape(op, "residual", *residual, x.shape());
   }
-  if (!(a.eps > 0)) fail(ErrorCode::Arg, op, "eps", "a positive number", std::to_string(a.eps));
+  if (!(a.eps > 0 && std::isfinite(a.eps))) fail(ErrorCode::Arg, op, "eps", "a positive finite number", std::to_string(a.eps));
   if (!(a.momentum >= 0 && a.momentum <= 1))
     fail(ErrorCode::Arg, op, "momentum", "a number in [0, 1]", std::to_string(a.momentum));
   if (a.training && x.numel() / C <= 1)
@@ -576,6 +576,9 @@ TensorPtr argmax(const Tensor &x) {
 
 void sgd_step(Tensor &param, const Tensor &grad, Tensor *momentum_buf, const SgdArgs &a) {
   const std::string op = "sgdStep";
+  for (auto [name, v] : {std::pair<const char *, double>{"lr", a.lr}, {"momentum", a.momentum}, {"dampening", a.dampening},
+                         {"weightDecay", a.weight_decay}})
+    check_finite(op, name, v);
   check_float(op, "param", param);
   check_like(op, "grad", grad, param);
   check_shape(op, "grad", grad, param.shape());
