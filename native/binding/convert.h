@@ -74,7 +74,7 @@ inline double exact_integer(const Where &w, Napi::Value v, const char *expected)
 template <>
 struct FromJs<int64_t> {
   static constexpr const char *ts = "number";
-  static int64_t read(const Where &w, Napi::Value v) { return (int64_t)exact_integer(w, v, "an integer"); }
+  static int64_t read(const Where &w, Napi::Value v) { return (int64_t)exact_integer(w, v, "an integer (exactly representable: |n| <= 2^53)"); }
 };
 
 template <>
@@ -115,7 +115,7 @@ struct FromJs<std::vector<int64_t>> {  // Shape, dims
     for (uint32_t k = 0; k < a.Length(); k++) {
       Napi::Value e = a.Get(k);
       std::string arg = std::string(w.arg) + "[" + std::to_string(k) + "]";
-      out[k] = (int64_t)exact_integer({w.env, w.op, arg.c_str()}, e, "an integer");
+      out[k] = (int64_t)exact_integer({w.env, w.op, arg.c_str()}, e, "an integer (exactly representable: |n| <= 2^53)");
     }
     return out;
   }

@@ -98,6 +98,7 @@ void enqueue(Device d, std::function<void()> fn) {
 }
 
 void enqueue_copy(const Tensor &src, Tensor &dst) {
+  if (dst.numel() == 0) return;  // nothing to move (kernels may divide by an extent)
   if (src.device().type == DeviceType::CPU && dst.device().type == DeviceType::CPU) {
     Tensor d = dst;  // copies share storage: the queued kernel keeps both alive
     cpu_executor().submit([=]() mutable { cpu_backend().kernels().copy(src, d); });

@@ -1,5 +1,6 @@
 #include "ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <optional>
@@ -43,19 +44,39 @@ void check_shape(const std::string &op, const std::string &arg, const Tensor &t,
   if (t.shape() != want) fail(ErrorCode::Shape, op, arg, "shape " + shape_str(want), shape_str(t.shape()));
 }
 
-void check_shape_valid(const std::string &op, const Shape &s) {
+void check_shape_valid(const std::string &op, const Shape &s, DType dtype = DType::F64) {
   for (size_t i = 0; i < s.size(); i++)
     if (s[i] < 0)
       fail(ErrorCode::Shape, op, "shape", "non-negative sizes", shape_str(s));
+  if (checked_numel(s, dtype_size(dtype)) < 0)
+    fail(ErrorCode::OOM, op, "shape", "a tensor of at most " + std::to_string(kMaxTensorBytes >> 40) + " TiB",
+         shape_str(s) + " (more bytes than that, or a count that overflows 64 bits)");
 }
 
 Backend &be(const Tensor &t) { return backend_for(t.device()); }
 
-// Hands a kernel to the executor for d. The lambda captures copies of the Tensors it uses
-// (sharing their storage), so the data stays alive even if JS disposes a handle first.
+// Hands the kernel that writes `out` to the executor of out's device. The lambda captures copies
+// of the Tensors it uses (sharing their storage), so the data stays alive even if JS disposes a
+// handle first. An empty output needs no kernel: every op is defined on zero-size tensors here,
+// before any kernel sees a zero extent (kernels may divide by one).
 template <typename F>
-void run(Device d, F &&fn) {
-  enqueue(d, std::function<void()>(std::forward<F>(fn)));
+void run(const Tensor &out, F &&fn) {
+  if (out.numel() == 0) return;
+  enqueue(out.device(), std::function<void()>(std::forward<F>(fn)));
+}
+
+// out = value, for results defined without the kernel (a sum over nothing is 0, a mean NaN).
+void fill_with(const TensorPtr &out, double value) {
+  run(*out, [=] { be(*out).kernels().fill(*out, value); });
+}
+
+// out[n, k, ...] = bias[k] (or 0 without bias): a convolution or linear layer over zero inputs.
+void fill_with_bias(const TensorPtr &out, const Tensor *b) {
+  if (!b) return fill_with(out, 0);
+  Shape bs(out->ndim(), 1);
+  bs[1] = b->numel();
+  auto bv = std::make_shared<Tensor>(bs, b->dtype(), b->storage());
+  run(*out, [=] { be(*out).kernels().expand(*bv, *out); });
 }
 
 void check_finite(const std::string &op, const std::string &arg, double v) {
@@ -86,6 +107,8 @@ void check_conv_args(const std::string &op, const Conv2dArgs &a) {
 // Validates x [N,C,H,W] against w [K,C/g,R,S]; returns the output shape.
 Shape conv_out_shape(const std::string &op, const Shape &x, const Shape &w, const Conv2dArgs &a) {
   check_conv_args(op, a);
+  if (w[2] < 1 || w[3] < 1)
+    fail(ErrorCode::Shape, op, "weight", "a kernel of at least 1x1 [K, C/groups, R >= 1, S >= 1]", shape_str(w));
   int64_t C = x[1], K = w[0];
   if (C % a.groups != 0)
     fail(ErrorCode::Arg, op, "groups", "a divisor of the input channels (" + str(C) + ")", str(a.groups));
@@ -106,10 +129,9 @@ Shape conv_out_shape(const std::string &op, const Shape &x, const Shape &w, cons
 
 namespace {
 TensorPtr filled(const char *op, const Shape &shape, DType dtype, Device device, double value) {
-  check_shape_valid(op, shape);
-  check_finite(op, "value", value);
+  check_shape_valid(op, shape, dtype);  // value may be inf or nan, as in torch.full
   auto t = rx::empty(shape, dtype, device);
-  run(device, [=] { backend_for(device).kernels().fill(*t, value); });
+  run(*t, [=] { backend_for(device).kernels().fill(*t, value); });
   return t;
 }
 }  // namespace
@@ -121,12 +143,12 @@ TensorPtr zeros(const Shape &shape, DType dtype, Device device) { return filled(
 TensorPtr ones(const Shape &shape, DType dtype, Device device) { return filled("ones", shape, dtype, device, 1); }
 
 TensorPtr empty(const Shape &shape, DType dtype, Device device) {
-  check_shape_valid("empty", shape);
+  check_shape_valid("empty", shape, dtype);
   return rx::empty(shape, dtype, device);
 }
 
 TensorPtr from_host(const void *data, size_t bytes, const Shape &shape, DType dtype, Device device) {
-  check_shape_valid("tensor", shape);
+  check_shape_valid("tensor", shape, dtype);
   size_t want = shape_numel(shape) * dtype_size(dtype);
   if (bytes != want)
     fail(ErrorCode::Shape, "tensor", "data", str((int64_t)(want / dtype_size(dtype))) + " elements for shape " + shape_str(shape),
@@ -154,7 +176,7 @@ void to_host(const Tensor &t, void *dst, size_t bytes) {
 namespace {
 void check_random(const char *op, const Shape &shape, DType dtype, const char *a_name, double a, const char *b_name,
                   double b) {
-  check_shape_valid(op, shape);
+  check_shape_valid(op, shape, dtype);
   if (!dtype_is_float(dtype)) fail(ErrorCode::DType, op, "dtype", "float32 or float64", dtype_name(dtype));
   check_finite(op, a_name, a);
   check_finite(op, b_name, b);
@@ -165,7 +187,7 @@ TensorPtr rand(const Shape &shape, DType dtype, Device device, double low, doubl
                uint64_t offset) {
   check_random("rand", shape, dtype, "low", low, "high", high);
   auto t = rx::empty(shape, dtype, device);
-  run(device, [=] { backend_for(device).kernels().random_uniform(*t, low, high, seed, offset); });
+  run(*t, [=] { backend_for(device).kernels().random_uniform(*t, low, high, seed, offset); });
   return t;
 }
 
@@ -173,7 +195,7 @@ TensorPtr randn(const Shape &shape, DType dtype, Device device, double mean, dou
                 uint64_t offset) {
   check_random("randn", shape, dtype, "mean", mean, "std", std);
   auto t = rx::empty(shape, dtype, device);
-  run(device, [=] { backend_for(device).kernels().random_normal(*t, mean, std, seed, offset); });
+  run(*t, [=] { backend_for(device).kernels().random_normal(*t, mean, std, seed, offset); });
   return t;
 }
 
@@ -190,43 +212,44 @@ void copy_(const Tensor &src, Tensor &dst) {
 }
 
 void fill_(Tensor &t, double value) {
-  check_finite("fill_", "value", value);
   Tensor c = t;
-  run(t.device(), [=]() mutable { be(c).kernels().fill(c, value); });
+  run(c, [=]() mutable { be(c).kernels().fill(c, value); });
 }
 
 TensorPtr cast(const Tensor &x, DType dtype) {
   auto t = rx::empty(x.shape(), dtype, x.device());
-  run(x.device(), [=] { be(x).kernels().cast(x, *t); });
+  run(*t, [=] { be(x).kernels().cast(x, *t); });
   return t;
 }
 
 TensorPtr reshape(const Tensor &x, const Shape &shape) {
   Shape s = shape;
   int infer = -1;
-  int64_t known = 1;
+  int64_t known = 1;  // the product of the given sizes (0 as soon as one is 0, whatever follows)
+  const bool has_zero = std::find(shape.begin(), shape.end(), 0) != shape.end();
   for (size_t i = 0; i < s.size(); i++) {
     if (s[i] == -1) {
       if (infer >= 0) fail(ErrorCode::Shape, "reshape", "shape", "at most one -1", shape_str(shape));
       infer = (int)i;
     } else if (s[i] < 0) {
       fail(ErrorCode::Shape, "reshape", "shape", "non-negative sizes or a single -1", shape_str(shape));
-    } else {
-      known *= s[i];
+    } else if (!has_zero && __builtin_mul_overflow(known, s[i], &known)) {
+      fail(ErrorCode::Shape, "reshape", "shape", "a shape with " + str(x.numel()) + " elements", shape_str(shape));
     }
   }
+  if (has_zero) known = 0;
   if (infer >= 0) {
     if (known == 0 || x.numel() % known != 0)
       fail(ErrorCode::Shape, "reshape", "shape", "a shape with " + str(x.numel()) + " elements", shape_str(shape));
     s[infer] = x.numel() / known;
   }
-  if (shape_numel(s) != x.numel())
+  if (checked_numel(s, dtype_size(x.dtype())) != x.numel())
     fail(ErrorCode::Shape, "reshape", "shape", "a shape with " + str(x.numel()) + " elements (input " + shape_str(x.shape()) + ")",
          shape_str(shape));
   if (x.layout() != Layout::Contiguous && s != x.shape()) {
     // A view of channels-last data would reinterpret it; make a contiguous copy first.
     auto c = rx::empty(x.shape(), x.dtype(), x.device());
-    run(x.device(), [=] { be(x).kernels().copy(x, *c); });  // a copy into a fresh tensor is Contiguous
+    run(*c, [=] { be(x).kernels().copy(x, *c); });  // a copy into a fresh tensor is Contiguous
     return std::make_shared<Tensor>(s, c->dtype(), c->storage());
   }
   auto v = std::make_shared<Tensor>(s, x.dtype(), x.storage());
@@ -248,7 +271,7 @@ TensorPtr permute(const Tensor &x, const std::vector<int64_t> &dims) {
     out[i] = x.dim(p);
   }
   auto t = rx::empty(out, x.dtype(), x.device());
-  run(x.device(), [=] { be(x).kernels().permute(x, *t, perm); });
+  run(*t, [=] { be(x).kernels().permute(x, *t, perm); });
   return t;
 }
 
@@ -256,7 +279,7 @@ TensorPtr expand(const Tensor &x, const Shape &shape) {
   Shape b = broadcast_shapes("expand", x.shape(), shape);
   if (b != shape) fail(ErrorCode::Shape, "expand", "shape", "a shape that " + shape_str(x.shape()) + " broadcasts to", shape_str(shape));
   auto t = rx::empty(shape, x.dtype(), x.device());
-  run(x.device(), [=] { be(x).kernels().expand(x, *t); });
+  run(*t, [=] { be(x).kernels().expand(x, *t); });
   return t;
 }
 
@@ -274,7 +297,11 @@ TensorPtr conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, cons
     check_shape(op, "bias", *b, {w.dim(0)});
   }
   auto y = rx::empty(ys, x.dtype(), x.device());
-  run(x.device(), [=, b = opt(b)] { be(x).kernels().conv2d_forward(x, w, ptr(b), *y, a); });
+  if (x.dim(1) == 0) {  // no input channels: each output is its bias (PyTorch's answer)
+    fill_with_bias(y, b);
+    return y;
+  }
+  run(*y, [=, b = opt(b)] { be(x).kernels().conv2d_forward(x, w, ptr(b), *y, a); });
   return y;
 }
 
@@ -286,7 +313,11 @@ TensorPtr conv2d_backward_data(const Tensor &gy, const Tensor &w, const Shape &x
   if (x_shape.size() != 4) fail(ErrorCode::Shape, op, "input_shape", "4 dims", shape_str(x_shape));
   check_shape(op, "grad_output", gy, conv_out_shape(op, x_shape, w.shape(), a));
   auto gx = rx::empty(x_shape, gy.dtype(), gy.device());
-  run(gy.device(), [=] { be(gy).kernels().conv2d_backward_data(gy, w, *gx, a); });
+  if (gy.numel() == 0) {  // no output channels or positions: nothing flows back
+    fill_with(gx, 0);
+    return gx;
+  }
+  run(*gx, [=] { be(gy).kernels().conv2d_backward_data(gy, w, *gx, a); });
   return gx;
 }
 
@@ -298,7 +329,11 @@ TensorPtr conv2d_backward_filter(const Tensor &gy, const Tensor &x, const Shape 
   if (w_shape.size() != 4) fail(ErrorCode::Shape, op, "weight_shape", "4 dims", shape_str(w_shape));
   check_shape(op, "grad_output", gy, conv_out_shape(op, x.shape(), w_shape, a));
   auto gw = rx::empty(w_shape, gy.dtype(), gy.device());
-  run(gy.device(), [=] { be(gy).kernels().conv2d_backward_filter(gy, x, *gw, a); });
+  if (gy.numel() == 0 || x.numel() == 0) {  // an empty batch: the weight gradient sums nothing
+    fill_with(gw, 0);
+    return gw;
+  }
+  run(*gw, [=] { be(gy).kernels().conv2d_backward_filter(gy, x, *gw, a); });
   return gw;
 }
 
@@ -334,13 +369,18 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr> batch_norm_forward(const Tensor &x, 
   if (!(a.eps > 0 && std::isfinite(a.eps))) fail(ErrorCode::Arg, op, "eps", "a positive finite number", std::to_string(a.eps));
   if (!(a.momentum >= 0 && a.momentum <= 1))
     fail(ErrorCode::Arg, op, "momentum", "a number in [0, 1]", std::to_string(a.momentum));
-  if (a.training && x.numel() / C <= 1)
+  if (a.training && C > 0 && x.numel() / C <= 1)
     fail(ErrorCode::Shape, op, "input", "more than one value per channel in training mode", shape_str(x.shape()));
   auto y = rx::empty(x.shape(), x.dtype(), x.device());
   auto sm = rx::empty({C}, pdt, x.device());
   auto si = rx::empty({C}, pdt, x.device());
   Tensor rm = running_mean, rv = running_var;
-  run(x.device(), [=, r = opt(a.act == BnAct::AddReLU ? residual : nullptr)]() mutable {
+  if (y->numel() == 0) {  // eval over an empty batch (training refused it above): no statistics
+    fill_with(sm, 0);
+    fill_with(si, 0);
+    return {y, sm, si};
+  }
+  run(*y, [=, r = opt(a.act == BnAct::AddReLU ? residual : nullptr)]() mutable {
     be(x).kernels().batch_norm_forward(x, gamma, beta, ptr(r), rm, rv, *y, *sm, *si, a);
   });
   return {y, sm, si};
@@ -363,7 +403,12 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr, OptionalTensor> batch_norm_backward(
   auto gg = rx::empty({C}, gamma.dtype(), x.device());
   auto gb = rx::empty({C}, gamma.dtype(), x.device());
   TensorPtr gr = a.act == BnAct::AddReLU ? rx::empty(x.shape(), x.dtype(), x.device()) : nullptr;
-  run(x.device(), [=] { be(x).kernels().batch_norm_backward(gy, x, y, gamma, save_mean, save_invstd, *gx, *gg, *gb, gr.get(), a); });
+  if (x.numel() == 0) {  // an empty batch: the parameter gradients sum nothing
+    fill_with(gg, 0);
+    fill_with(gb, 0);
+    return {gx, gg, gb, OptionalTensor{gr}};
+  }
+  run(*gx, [=] { be(x).kernels().batch_norm_backward(gy, x, y, gamma, save_mean, save_invstd, *gx, *gg, *gb, gr.get(), a); });
   return {gx, gg, gb, OptionalTensor{gr}};
 }
 
@@ -372,7 +417,7 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr, OptionalTensor> batch_norm_backward(
 TensorPtr relu(const Tensor &x) {
   check_float("relu", "input", x);
   auto y = rx::empty(x.shape(), x.dtype(), x.device());
-  run(x.device(), [=] { be(x).kernels().relu_forward(x, *y); });
+  run(*y, [=] { be(x).kernels().relu_forward(x, *y); });
   return y;
 }
 
@@ -380,7 +425,7 @@ TensorPtr relu_backward(const Tensor &gy, const Tensor &y) {
   check_like("relu_backward", "output", y, gy);
   check_shape("relu_backward", "output", y, gy.shape());
   auto gx = rx::empty(gy.shape(), gy.dtype(), gy.device());
-  run(gy.device(), [=] { be(gy).kernels().relu_backward(gy, y, *gx); });
+  run(*gx, [=] { be(gy).kernels().relu_backward(gy, y, *gx); });
   return gx;
 }
 
@@ -403,24 +448,23 @@ TensorPtr binary(BinaryOp op, const Tensor &a, const Tensor &b) {
   check_float(name, "a", a);
   check_like(name, "b", b, a);
   auto out = rx::empty(broadcast_shapes(name, a.shape(), b.shape()), a.dtype(), a.device());
-  run(a.device(), [=] { be(a).kernels().binary(op, a, b, *out); });
+  run(*out, [=] { be(a).kernels().binary(op, a, b, *out); });
   return out;
 }
 
 TensorPtr scalar(ScalarOp op, const Tensor &x, double s) {
   // The public op: rsub is sub(s, x), rdiv is div(s, x).
   const std::string name = op == ScalarOp::RSub ? "sub" : op == ScalarOp::RDiv ? "div" : enum_name(op);
-  check_float(name, "input", x);
-  check_finite(name, "scalar", s);
+  check_float(name, "input", x);  // s may be inf or nan: IEEE arithmetic, as in PyTorch
   auto out = rx::empty(x.shape(), x.dtype(), x.device());
-  run(x.device(), [=] { be(x).kernels().scalar(op, x, s, *out); });
+  run(*out, [=] { be(x).kernels().scalar(op, x, s, *out); });
   return out;
 }
 
 TensorPtr unary(UnaryOp op, const Tensor &x) {
   check_float(enum_name(op), "input", x);
   auto out = rx::empty(x.shape(), x.dtype(), x.device());
-  run(x.device(), [=] { be(x).kernels().unary(op, x, *out); });
+  run(*out, [=] { be(x).kernels().unary(op, x, *out); });
   return out;
 }
 
@@ -439,7 +483,8 @@ TensorPtr sum(const Tensor &x, const std::vector<int64_t> &dims, bool keepdim) {
     if (!reduce[i] || keepdim) out.push_back(ks[i]);
   }
   auto t = rx::empty(ks, x.dtype(), x.device());
-  run(x.device(), [=] { be(x).kernels().sum(x, reduce, *t); });
+  if (x.numel() == 0) fill_with(t, 0);  // a sum over nothing is 0
+  else run(*t, [=] { be(x).kernels().sum(x, reduce, *t); });
   return keepdim ? t : reshape(*t, out);
 }
 
@@ -457,14 +502,15 @@ std::tuple<TensorPtr, TensorPtr> max_pool2d_forward(const Tensor &x, const Pool2
   int64_t Q = out_size(op, "width", x.dim(3), a.kw, a.sw, a.pw);
   auto y = rx::empty({x.dim(0), x.dim(1), P, Q}, x.dtype(), x.device());
   auto idx = rx::empty({x.dim(0), x.dim(1), P, Q}, DType::I32, x.device());
-  run(x.device(), [=] { be(x).kernels().max_pool2d_forward(x, *y, *idx, a); });
+  run(*y, [=] { be(x).kernels().max_pool2d_forward(x, *y, *idx, a); });
   return {y, idx};
 }
 
 TensorPtr max_pool2d_backward(const Tensor &gy, const Tensor &indices, const Shape &x_shape) {
   check_shape("maxPool2d_backward", "indices", indices, gy.shape());
   auto gx = rx::empty(x_shape, gy.dtype(), gy.device());
-  run(gy.device(), [=] { be(gy).kernels().max_pool2d_backward(gy, indices, *gx); });
+  if (gy.numel() == 0) fill_with(gx, 0);
+  else run(*gx, [=] { be(gy).kernels().max_pool2d_backward(gy, indices, *gx); });
   return gx;
 }
 
@@ -472,14 +518,15 @@ TensorPtr global_avg_pool2d_forward(const Tensor &x) {
   check_float("globalAvgPool2d", "input", x);
   check_ndim("globalAvgPool2d", "input", x, 4, "tensor [N, C, H, W]");
   auto y = rx::empty({x.dim(0), x.dim(1), 1, 1}, x.dtype(), x.device());
-  run(x.device(), [=] { be(x).kernels().global_avg_pool2d_forward(x, *y); });
+  if (x.numel() == 0) fill_with(y, std::nan(""));  // the mean of nothing (PyTorch: nan)
+  else run(*y, [=] { be(x).kernels().global_avg_pool2d_forward(x, *y); });
   return y;
 }
 
 TensorPtr global_avg_pool2d_backward(const Tensor &gy, const Shape &x_shape) {
   check_shape("globalAvgPool2d_backward", "grad_output", gy, {x_shape[0], x_shape[1], 1, 1});
   auto gx = rx::empty(x_shape, gy.dtype(), gy.device());
-  run(gy.device(), [=] { be(gy).kernels().global_avg_pool2d_backward(gy, *gx); });
+  run(*gx, [=] { be(gy).kernels().global_avg_pool2d_backward(gy, *gx); });
   return gx;
 }
 
@@ -496,7 +543,8 @@ TensorPtr matmul(const Tensor &a, const Tensor &b, bool ta, bool tb) {
     fail(ErrorCode::Shape, "matmul", "b", "a matrix with " + str(K) + " rows (after transpose)",
          shape_str(b.shape()) + (tb ? " (transposed)" : ""));
   auto out = rx::empty({M, N}, a.dtype(), a.device());
-  run(a.device(), [=] { be(a).kernels().matmul(a, b, ta, tb, nullptr, *out); });
+  if (K == 0) fill_with(out, 0);  // an inner dimension of 0: every dot product is empty
+  else run(*out, [=] { be(a).kernels().matmul(a, b, ta, tb, nullptr, *out); });
   return out;
 }
 
@@ -514,7 +562,8 @@ TensorPtr linear(const Tensor &x, const Tensor &w, const Tensor *b) {
     check_shape(op, "bias", *b, {w.dim(0)});
   }
   auto y = rx::empty({x.dim(0), w.dim(0)}, x.dtype(), x.device());
-  run(x.device(), [=, b = opt(b)] { be(x).kernels().matmul(x, w, false, true, ptr(b), *y); });
+  if (x.dim(1) == 0) fill_with_bias(y, b);  // no input features: each output is its bias
+  else run(*y, [=, b = opt(b)] { be(x).kernels().matmul(x, w, false, true, ptr(b), *y); });
   return y;
 }
 
@@ -541,7 +590,7 @@ std::tuple<TensorPtr, TensorPtr> cross_entropy_forward(const Tensor &logits, con
   // layer checks arrays before they become tensors, so the common case fails at the call.
   auto loss = rx::empty({}, logits.dtype(), logits.device());
   auto probs = rx::empty(logits.shape(), logits.dtype(), logits.device());
-  run(logits.device(), [=] { be(logits).kernels().cross_entropy_forward(logits, targets, smoothing, *loss, *probs); });
+  run(*probs, [=] { be(logits).kernels().cross_entropy_forward(logits, targets, smoothing, *loss, *probs); });
   return {loss, probs};
 }
 
@@ -550,7 +599,7 @@ TensorPtr cross_entropy_backward(const Tensor &probs, const Tensor &targets, dou
   check_targets("crossEntropy_backward", probs, targets);
   check_shape("crossEntropy_backward", "grad_output", gloss, {});
   auto g = rx::empty(probs.shape(), probs.dtype(), probs.device());
-  run(probs.device(), [=] { be(probs).kernels().cross_entropy_backward(probs, targets, smoothing, gloss, *g); });
+  run(*g, [=] { be(probs).kernels().cross_entropy_backward(probs, targets, smoothing, gloss, *g); });
   return g;
 }
 
@@ -560,7 +609,7 @@ TensorPtr top_indices(const char *op, const Tensor &x, int64_t k) {
   check_ndim(op, "input", x, 2, "matrix [N, classes]");
   if (k < 1 || k > x.dim(1)) fail(ErrorCode::Arg, op, "k", "an integer in [1, " + str(x.dim(1)) + "]", str(k));
   auto idx = rx::empty({x.dim(0), k}, DType::I32, x.device());
-  run(x.device(), [=] { be(x).kernels().topk(x, k, *idx); });
+  run(*idx, [=] { be(x).kernels().topk(x, k, *idx); });
   return idx;
 }
 }  // namespace
@@ -590,7 +639,7 @@ void sgd_step(Tensor &param, const Tensor &grad, Tensor *momentum_buf, const Sgd
   if (a.nesterov && (a.momentum <= 0 || a.dampening != 0))
     fail(ErrorCode::Arg, op, "nesterov", "momentum > 0 and dampening = 0", "momentum " + std::to_string(a.momentum) + ", dampening " + std::to_string(a.dampening));
   Tensor p = param;
-  run(param.device(), [=, m = opt(momentum_buf)]() mutable { be(p).kernels().sgd_step(p, grad, ptr(m), a); });
+  run(p, [=, m = opt(momentum_buf)]() mutable { be(p).kernels().sgd_step(p, grad, ptr(m), a); });
 }
 
 // ---------------------------------------------------------------- runtime

@@ -52,14 +52,28 @@ Storage::~Storage() {
   counters(device_).bytes -= (int64_t)bytes_;
 }
 
+namespace {
+// Every tensor the core makes passes here: an element or byte count that overflows (or exceeds
+// kMaxTensorBytes) is an error before anything is allocated. The op layer says it first, naming
+// the op; this is the backstop for shapes an op computes.
+int64_t numel_or_throw(const Shape &s, DType dt) {
+  int64_t n = checked_numel(s, dtype_size(dt));
+  if (n < 0)
+    throw Error(ErrorCode::OOM, "tensor: shape " + shape_str(s) + " expected at most " +
+                                    std::to_string(kMaxTensorBytes) + " bytes of " + dtype_name(dt) +
+                                    " with non-negative sizes, received more (or a negative size)");
+  return n;
+}
+}  // namespace
+
 Tensor::Tensor(Shape shape, DType dtype, Device device)
-    : shape_(std::move(shape)), dtype_(dtype), numel_(shape_numel(shape_)) {
+    : shape_(std::move(shape)), dtype_(dtype), numel_(numel_or_throw(shape_, dtype)) {
   storage_ = std::make_shared<Storage>(numel_ * dtype_size(dtype_), device);
   counters(device).tensors++;
 }
 
 Tensor::Tensor(Shape shape, DType dtype, std::shared_ptr<Storage> storage)
-    : shape_(std::move(shape)), dtype_(dtype), numel_(shape_numel(shape_)), storage_(std::move(storage)) {
+    : shape_(std::move(shape)), dtype_(dtype), numel_(numel_or_throw(shape_, dtype)), storage_(std::move(storage)) {
   if ((size_t)numel_ * dtype_size(dtype_) > storage_->bytes())
     throw Error(ErrorCode::Internal, "tensor view larger than its storage");
   counters(storage_->device()).tensors++;

@@ -95,6 +95,25 @@ inline int64_t shape_numel(const Shape &s) {
   for (auto d : s) n *= d;
   return n;
 }
+
+// The largest tensor the core makes: 2^50 bytes (1 PiB), far above any real device, far below
+// where element, byte and stride arithmetic in int64 could overflow.
+constexpr int64_t kMaxTensorBytes = int64_t(1) << 50;
+
+// The element count of shape, or -1 when a size is negative or the product does not fit (or
+// its bytes at elem_size exceed kMaxTensorBytes). A zero size anywhere gives 0, never -1.
+inline int64_t checked_numel(const Shape &s, size_t elem_size) {
+  for (auto d : s)
+    if (d < 0) return -1;
+  for (auto d : s)
+    if (d == 0) return 0;
+  int64_t n = 1;
+  for (auto d : s)
+    if (__builtin_mul_overflow(n, d, &n)) return -1;
+  int64_t bytes;
+  if (__builtin_mul_overflow(n, (int64_t)elem_size, &bytes) || bytes > kMaxTensorBytes) return -1;
+  return n;
+}
 TensorPtr empty(const Shape &shape, DType dtype, Device device = {});
 
 }  // namespace rx

@@ -259,12 +259,11 @@ void max_pool2d_forward(const Tensor &x, Tensor &y, Tensor &indices, const Pool2
           for (int64_t q = 0; q < Q; q++) {
             T best = -std::numeric_limits<T>::infinity();
             int32_t bi = -1;
-            for (int64_t r = 0; r < a.kh; r++) {
-              int64_t h = p * a.sh - a.ph + r;
-              if (h < 0 || h >= H) continue;
-              for (int64_t s = 0; s < a.kw; s++) {
-                int64_t w = q * a.sw - a.pw + s;
-                if (w < 0 || w >= W) continue;
+            // Only the part of the window inside the input: a window of 1e9 with padding 5e8
+            // over a 4x4 input visits 16 values, not 1e18.
+            const int64_t h0 = p * a.sh - a.ph, w0 = q * a.sw - a.pw;
+            for (int64_t h = std::max<int64_t>(h0, 0); h < std::min(h0 + a.kh, H); h++) {
+              for (int64_t w = std::max<int64_t>(w0, 0); w < std::min(w0 + a.kw, W); w++) {
                 T v = plane[h * W + w];
                 if (v > best || bi < 0 || std::isnan(v)) {
                   best = v;

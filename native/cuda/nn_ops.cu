@@ -27,12 +27,11 @@ __global__ void max_pool2d_forward_kernel(const T *x, T *y, int32_t *idx, int64_
     acc_t<T> best = 0;
     T best_raw = from_acc<T>(0.f);
     int32_t bi = -1;
-    for (int64_t kh = 0; kh < a.kh; kh++) {
-      int64_t h = p * a.sh - a.ph + kh;
-      if (h < 0 || h >= H) continue;
-      for (int64_t kw = 0; kw < a.kw; kw++) {
-        int64_t w = q * a.sw - a.pw + kw;
-        if (w < 0 || w >= W) continue;
+    // Only the part of the window inside the input (a huge padded window must not loop).
+    const int64_t h0 = p * a.sh - a.ph, w0 = q * a.sw - a.pw;
+    const int64_t h1 = h0 + a.kh < H ? h0 + a.kh : H, w1 = w0 + a.kw < W ? w0 + a.kw : W;
+    for (int64_t h = h0 > 0 ? h0 : 0; h < h1; h++) {
+      for (int64_t w = w0 > 0 ? w0 : 0; w < w1; w++) {
         T raw = plane[(h * W + w) * C];
         acc_t<T> v = to_acc(raw);
         // Same rule as the CPU: first maximum wins, NaN propagates.
