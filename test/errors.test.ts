@@ -89,6 +89,19 @@ describe('errors', () => {
   });
 });
 
+test('misuse of the public API gives ResnextErrors, not TypeErrors or a stack overflow', () => {
+  expectError(() => rx.noGrad(5 as never), 'ERR_ARG', /noGrad/, /fn/, /a function/);
+  expectError(() => new rx.optim.SGD(5 as never, { lr: 0.1 }), 'ERR_ARG', /SGD/, /params/);
+  expectError(() => new rx.optim.SGD([5] as never, { lr: 0.1 }), 'ERR_ARG', /SGD/, /params\[0\]/, /a Tensor/);
+  expectError(() => rx.zerosLike(5 as never), 'ERR_ARG', /zerosLike/);
+  expectError(() => rx.onesLike(undefined as never), 'ERR_ARG', /onesLike/);
+  expectError(() => rx.clone(undefined as never), 'ERR_ARG', /clone/, /received undefined/);
+  for (const f of [rx.add, rx.sub, rx.mul, rx.div]) expectError(() => f(1, 2), 'ERR_ARG', /a Tensor/);
+  expectError(() => rx.models.resnext29({ cardinality: 4, width: 4, blocksPerStage: 1e5 }), 'ERR_ARG', /resnext29/, /blocksPerStage/, /\[1, 1024\]/);
+  expectError(() => rx.models.resnext29({ cardinality: 4, width: 4, blocksPerStage: 2 ** 31 }), 'ERR_ARG', /blocksPerStage/);
+  expectError(() => rx.models.resnext({ layers: [1, 1, 1e6, 1], groups: 8, widthPerGroup: 4 }), 'ERR_ARG', /layers/);
+});
+
 test('every export of the raw addon refuses arguments of the wrong JS type with a ResnextError', () => {
   // Driven by the bind list itself, so a new export is covered without editing this test.
   const wrong: Record<string, unknown> = {

@@ -14,6 +14,7 @@ let gradEnabled = true;
 
 /** Runs fn with gradient recording off (like torch.no_grad()). */
 export function noGrad<T>(fn: () => T): T {
+  if (typeof fn !== 'function') fail('ERR_ARG', 'noGrad', 'fn', 'a function', describe(fn));
   const prev = gradEnabled;
   gradEnabled = false;
   try {

@@ -76,6 +76,14 @@ export class ResNeXt29 extends Module {
       numClasses: 10, inChannels: 3, stemChannels: 64, stageChannels: [256, 512, 1024] as [number, number, number],
       blocksPerStage: 3, stemStride: 1, zeroInitResidual: false, ...cfg,
     };
+    // Counts a real network can have: a typo such as blocksPerStage: 1e5 is an error, not a hang.
+    const upTo = (n: unknown, max: number) => posInt(n) && (n as number) <= max;
+    if (!upTo(c.blocksPerStage, 1024)) fail('ERR_ARG', 'resnext29', 'blocksPerStage', 'an integer in [1, 1024]', describe(c.blocksPerStage));
+    for (const [k, v] of [['numClasses', c.numClasses], ['inChannels', c.inChannels], ['stemChannels', c.stemChannels]] as const)
+      if (!upTo(v, 1 << 20)) fail('ERR_ARG', 'resnext29', k, 'an integer in [1, 2^20]', describe(v));
+    if (!Array.isArray(c.stageChannels) || c.stageChannels.length !== 3 || !c.stageChannels.every((v) => upTo(v, 1 << 20)))
+      fail('ERR_ARG', 'resnext29', 'stageChannels', 'three channel counts in [1, 2^20]', describe(c.stageChannels));
+    if (!upTo(c.stemStride, 64)) fail('ERR_ARG', 'resnext29', 'stemStride', 'an integer in [1, 64]', describe(c.stemStride));
     this.config = {
       cardinality: c.cardinality, width: c.width, numClasses: c.numClasses, inChannels: c.inChannels, stemChannels: c.stemChannels,
       stageChannels: c.stageChannels, blocksPerStage: c.blocksPerStage, stemStride: c.stemStride, zeroInitResidual: c.zeroInitResidual,

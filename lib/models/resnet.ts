@@ -75,8 +75,8 @@ export class ResNet extends Module {
 
   constructor(cfg: ResNeXtConfig) {
     super();
-    if (!cfg || !Array.isArray(cfg.layers) || cfg.layers.length !== 4 || !cfg.layers.every((n) => Number.isInteger(n) && n >= 1))
-      fail('ERR_ARG', 'resnext', 'layers', 'four positive block counts, e.g. [3, 4, 6, 3]', describe(cfg?.layers));
+    if (!cfg || !Array.isArray(cfg.layers) || cfg.layers.length !== 4 || !cfg.layers.every((n) => Number.isInteger(n) && n >= 1 && n <= 1024))
+      fail('ERR_ARG', 'resnext', 'layers', 'four block counts in [1, 1024], e.g. [3, 4, 6, 3]', describe(cfg?.layers));
     const c = { groups: 1, widthPerGroup: 64, numClasses: 1000, inChannels: 3, zeroInitResidual: false, ...cfg };
     this.config = { layers: c.layers, groups: c.groups, widthPerGroup: c.widthPerGroup, numClasses: c.numClasses, inChannels: c.inChannels, zeroInitResidual: c.zeroInitResidual };
     const o: InitOptions = { init: cfg.init };

@@ -32,7 +32,10 @@ function scalarArg(op: string, arg: string, v: unknown): number {
 
 /** a + b (broadcasting); either side may be a number. */
 export function add(a: Tensor | number, b: Tensor | number): Tensor {
-  if (!(a instanceof Tensor)) return add(b as Tensor, a);
+  if (!(a instanceof Tensor)) {
+    if (!(b instanceof Tensor)) fail('ERR_ARG', 'add', 'a', 'a Tensor (at least one operand must be a Tensor)', describe(a));
+    return add(b, a);
+  }
   if (!(b instanceof Tensor)) {
     const s = scalarArg('add', 'b', b);
     H('add', 'a', a);
@@ -66,7 +69,10 @@ export function sub(a: Tensor | number, b: Tensor | number): Tensor {
 
 /** a * b (broadcasting); either side may be a number. */
 export function mul(a: Tensor | number, b: Tensor | number): Tensor {
-  if (!(a instanceof Tensor)) return mul(b as Tensor, a);
+  if (!(a instanceof Tensor)) {
+    if (!(b instanceof Tensor)) fail('ERR_ARG', 'mul', 'a', 'a Tensor (at least one operand must be a Tensor)', describe(a));
+    return mul(b, a);
+  }
   if (!(b instanceof Tensor)) {
     const s = scalarArg('mul', 'b', b);
     H('mul', 'a', a);

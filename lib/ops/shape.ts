@@ -65,6 +65,7 @@ export function to(x: Tensor, device: 'cpu' | 'cuda'): Tensor {
 
 /** A copy of x (same device and dtype), differentiable. */
 export function clone(x: Tensor): Tensor {
+  H('clone', 'x', x);
   return to(x, x.device);
 }
 

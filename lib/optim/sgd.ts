@@ -8,7 +8,7 @@
 import { describe, fail } from '../native/errors';
 import { sgdStep } from '../ops/nn';
 import { zerosLike } from '../tensor/create';
-import { keep, type Tensor } from '../tensor/tensor';
+import { keep, Tensor } from '../tensor/tensor';
 
 export interface SGDOptions {
   lr: number;
@@ -43,7 +43,12 @@ export class SGD {
   private buffers: (Tensor | null)[];
 
   constructor(params: Iterable<Tensor>, options: SGDOptions) {
+    if (params === null || typeof (params as { [Symbol.iterator]?: unknown })?.[Symbol.iterator] !== 'function')
+      fail('ERR_ARG', 'SGD', 'params', 'an iterable of Tensors (model.parameters())', describe(params));
     this.params = [...params];
+    this.params.forEach((p, i) => {
+      if (!(p instanceof Tensor)) fail('ERR_ARG', 'SGD', `params[${i}]`, 'a Tensor', describe(p));
+    });
     if (!options || typeof options.lr !== 'number' || !(options.lr >= 0))
       fail('ERR_ARG', 'SGD', 'lr', 'a non-negative number', describe(options?.lr));
     this.lr = options.lr;

@@ -143,11 +143,18 @@ export function ones(shape: number[], opts?: TensorOptions): Tensor {
   return constant('ones', shape, 1, opts);
 }
 
+function likeOf(op: string, t: unknown): Tensor {
+  if (!(t instanceof Tensor)) fail('ERR_ARG', op, 't', 'a Tensor', describe(t));
+  return t;
+}
+
 export function zerosLike(t: Tensor, opts?: TensorOptions): Tensor {
+  likeOf('zerosLike', t);
   return zeros([...t.shape], { dtype: t.dtype, device: t.device, ...opts });
 }
 
 export function onesLike(t: Tensor, opts?: TensorOptions): Tensor {
+  likeOf('onesLike', t);
   return ones([...t.shape], { dtype: t.dtype, device: t.device, ...opts });
 }
 
