@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../core/executor.h"
 #include "../core/ops.h"
 #include "convert.h"
 #include "errors.h"
@@ -32,10 +33,14 @@ Napi::Value typed_array(Napi::Env env, rx::DType dt, size_t n, Napi::ArrayBuffer
 class ReadWorker : public Napi::AsyncWorker {
  public:
   ReadWorker(Napi::Env env, rx::TensorPtr t)
-      : Napi::AsyncWorker(env, "resnext.data"), t_(std::move(t)), deferred_(Napi::Promise::Deferred::New(env)) {}
+      : Napi::AsyncWorker(env, "resnext.data"),
+        t_(std::move(t)),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        owner_(rx::current_owner()) {}
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
+    rx::OwnerScope scope(owner_);  // wait, and see errors, as the thread that called data()
     try {
       buf_.resize(t_->nbytes());
       rx::ops::to_host(*t_, buf_.data(), buf_.size());
@@ -46,18 +51,25 @@ class ReadWorker : public Napi::AsyncWorker {
     }
   }
 
+  // A worker thread may be terminated while its read is in flight: then every call into its
+  // environment throws, and nothing is left to tell, so the result is dropped.
   void OnOK() override {
-    Napi::Env env = Env();
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, buf_.size());
-    if (!buf_.empty()) std::memcpy(ab.Data(), buf_.data(), buf_.size());
-    Napi::Value out = typed_array(env, t_->dtype(), (size_t)t_->numel(), ab);
     t_.reset();
-    deferred_.Resolve(out);
+    try {
+      Napi::Env env = Env();
+      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, buf_.size());
+      if (!buf_.empty()) std::memcpy(ab.Data(), buf_.data(), buf_.size());
+      deferred_.Resolve(typed_array(env, dtype_, numel_, ab));
+    } catch (...) {
+    }
   }
 
   void OnError(const Napi::Error &e) override {
     t_.reset();
-    deferred_.Reject(make_error(Env(), code_, e.Message()));
+    try {
+      deferred_.Reject(make_error(Env(), code_, e.Message()));
+    } catch (...) {
+    }
   }
 
  private:
@@ -65,6 +77,9 @@ class ReadWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::vector<uint8_t> buf_;
   std::string code_ = "ERR_INTERNAL";
+  rx::Owner owner_;
+  rx::DType dtype_ = t_->dtype();
+  size_t numel_ = (size_t)t_->numel();
 };
 
 }  // namespace

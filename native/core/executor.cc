@@ -2,14 +2,29 @@
 
 #include "backend.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
 #include <exception>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 namespace rx {
+
+namespace {
+std::atomic<Owner> g_next_owner{1};
+thread_local Owner t_owner = 0;  // 0: not yet assigned on this thread
+}  // namespace
+
+Owner current_owner() {
+  if (t_owner == 0) t_owner = g_next_owner++;
+  return t_owner;
+}
+
+OwnerScope::OwnerScope(Owner o) : prev_(current_owner()) { t_owner = o; }
+OwnerScope::~OwnerScope() { t_owner = prev_; }
 
 namespace {
 
@@ -32,19 +47,22 @@ class QueueExecutor final : public Executor {
   }
 
   void submit(std::function<void()> fn) override {
+    Owner o = current_owner();
     {
       std::lock_guard<std::mutex> g(m_);
-      queue_.push_back(std::move(fn));
+      queue_.push_back({o, std::move(fn)});
     }
     cv_.notify_all();
   }
 
   void synchronize() override {
+    Owner o = current_owner();
     std::unique_lock<std::mutex> g(m_);
     idle_cv_.wait(g, [this] { return queue_.empty() && !busy_; });
-    if (error_) {
-      std::exception_ptr e = error_;
-      error_ = nullptr;
+    auto it = errors_.find(o);
+    if (it != errors_.end()) {
+      std::exception_ptr e = it->second;
+      errors_.erase(it);
       std::rethrow_exception(e);
     }
   }
@@ -55,7 +73,7 @@ class QueueExecutor final : public Executor {
     for (;;) {
       cv_.wait(g, [this] { return stop_ || !queue_.empty(); });
       if (queue_.empty() && stop_) return;
-      std::function<void()> fn = std::move(queue_.front());
+      auto [owner, fn] = std::move(queue_.front());
       queue_.pop_front();
       busy_ = true;
       g.unlock();
@@ -67,7 +85,7 @@ class QueueExecutor final : public Executor {
       }
       fn = nullptr;  // release the tensors the kernel held before reporting idle
       g.lock();
-      if (err && !error_) error_ = err;
+      if (err) errors_.emplace(owner, err);  // keeps the owner's first error
       busy_ = false;
       if (queue_.empty()) idle_cv_.notify_all();
     }
@@ -75,9 +93,11 @@ class QueueExecutor final : public Executor {
 
   std::mutex m_;
   std::condition_variable cv_, idle_cv_;
-  std::deque<std::function<void()>> queue_;
+  std::deque<std::pair<Owner, std::function<void()>>> queue_;
   bool busy_ = false, stop_ = false;
-  std::exception_ptr error_;
+  // First error per owner. An owner that never synchronises again (a terminated worker) leaves
+  // one entry behind: bounded by the number of threads that ever queued a failing kernel.
+  std::unordered_map<Owner, std::exception_ptr> errors_;
   std::thread worker_;
 };
 

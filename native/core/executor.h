@@ -3,7 +3,9 @@
 // thread (which fans out to the thread pool). The JS thread only waits when it reads data
 // (to_host) or calls synchronize(), so a long CPU training step does not block the event loop;
 // this is the same asynchronous model as a CUDA stream.
-// An error raised by a queued kernel is kept and rethrown by the next synchronize().
+// An error raised by a queued kernel is kept for the thread that queued it (its owner: a JS
+// environment, the main thread or a worker) and rethrown by that owner's next synchronize();
+// another thread's synchronisation never sees it.
 // RESNEXT_SYNC=1 runs every kernel inline instead (for debugging).
 #pragma once
 
@@ -13,11 +15,26 @@
 
 namespace rx {
 
+// Who queued a kernel: by default the calling thread. A thread that waits on behalf of another
+// (the libuv worker behind data()) adopts the caller's owner with OwnerScope.
+using Owner = uint64_t;
+Owner current_owner();
+class OwnerScope {
+ public:
+  explicit OwnerScope(Owner o);
+  ~OwnerScope();
+  OwnerScope(const OwnerScope &) = delete;
+  OwnerScope &operator=(const OwnerScope &) = delete;
+
+ private:
+  Owner prev_;
+};
+
 class Executor {
  public:
   virtual ~Executor() = default;
   virtual void submit(std::function<void()> fn) = 0;
-  // Waits for every queued kernel; rethrows the first error one of them raised.
+  // Waits for every queued kernel; rethrows the first error one of the current owner's raised.
   virtual void synchronize() = 0;
 };
 
