@@ -174,8 +174,8 @@ export function getRngState(): { seed: number; offset: number } {
 }
 
 export function setRngState(state: { seed: number; offset: number }): void {
-  if (!state || !Number.isSafeInteger(state.seed) || !Number.isSafeInteger(state.offset))
-    fail('ERR_ARG', 'setRngState', 'state', '{ seed, offset } safe integers', describe(state));
+  if (!state || !Number.isSafeInteger(state.seed) || !Number.isSafeInteger(state.offset) || state.seed < 0 || state.offset < 0)
+    fail('ERR_ARG', 'setRngState', 'state', '{ seed, offset } non-negative safe integers', describe(state));
   rng.seed = state.seed;
   rng.offset = state.offset;
 }

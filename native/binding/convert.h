@@ -38,20 +38,33 @@ std::string describe(Napi::Value v);  // a short description of a JS value for m
 template <typename T, typename = void>
 struct FromJs;
 
+// A tensor argument holds its own reference: reading a later argument may run JS (a getter on
+// an options object) that disposes a handle already read, and the tensor must outlive the call.
+struct TensorArg {
+  rx::TensorPtr p;
+  operator rx::Tensor &() const { return *p; }
+};
+struct OptionalTensorArg {
+  rx::TensorPtr p;
+  operator rx::Tensor *() const { return p.get(); }
+};
+
 template <>
 struct FromJs<rx::Tensor> {  // const Tensor & and Tensor &
   static constexpr const char *ts = "TensorHandle";
-  static rx::Tensor &read(const Where &w, Napi::Value v) {
-    return TensorHandle::From(w.env, v, w.op, w.arg).tensor(w.op, w.arg);
+  static TensorArg read(const Where &w, Napi::Value v) {
+    TensorHandle &h = TensorHandle::From(w.env, v, w.op, w.arg);
+    h.tensor(w.op, w.arg);  // ERR_DISPOSED when it was disposed
+    return {h.ptr()};
   }
 };
 
 template <>
 struct FromJs<rx::Tensor *> {  // const Tensor * and Tensor *: null or undefined for none
   static constexpr const char *ts = "TensorHandle | null";
-  static rx::Tensor *read(const Where &w, Napi::Value v) {
-    if (v.IsNull() || v.IsUndefined()) return nullptr;
-    return &FromJs<rx::Tensor>::read(w, v);
+  static OptionalTensorArg read(const Where &w, Napi::Value v) {
+    if (v.IsNull() || v.IsUndefined()) return {nullptr};
+    return {FromJs<rx::Tensor>::read(w, v).p};
   }
 };
 

@@ -104,7 +104,8 @@ Napi::Value from_data(const Napi::CallbackInfo &info) {
 Napi::Value read_data(const Napi::CallbackInfo &info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Napi::Env env = info.Env();
-    rx::Tensor &t = FromJs<rx::Tensor>::read({env, "data", "tensor"}, info[0]);
+    TensorArg arg = FromJs<rx::Tensor>::read({env, "data", "tensor"}, info[0]);
+    rx::Tensor &t = arg;
     check_readable("data", t);
     Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, t.nbytes());
     rx::ops::to_host(t, buf.Data(), t.nbytes());

@@ -1,9 +1,9 @@
-// The backend interface: one virtual method per kernel. The op layer (ops.cc) validates
-// arguments, infers and allocates outputs, and then calls the backend of the inputs' device
-// with everything checked; a backend only computes and assumes valid input. Adding an op means
-// one entry in ops.h/ops.cc, one method here, a kernel per backend, a gradient (lib/ops) and a
-// test (docs/adding-an-op.md).
-// (Same split as ggml's backend interface struct and ATen's native_functions.yaml dispatch.)
+// The backend interface: what a device provides besides its kernels (memory, synchronisation,
+// device information, threads) and its kernel table (Kernels in ops.h), which the backend fills
+// beside each kernel. The op layer (ops.cc) validates arguments, infers and allocates outputs,
+// and then calls the kernel of the inputs' device with everything checked; a kernel only
+// computes and assumes valid input. Adding an op: docs/adding-an-op.md.
+// (ggml's backend interface struct; ATen's native_functions.yaml dispatch.)
 #pragma once
 
 #include <cstdint>
@@ -15,10 +15,10 @@
 
 namespace rx {
 
-// Bumped whenever this interface or the layout of Tensor/Storage changes: the CUDA backend is
-// a separate shared library built against these headers, and the loader refuses a library
-// whose version differs.
-constexpr int kBackendAbiVersion = 2;
+// Bumped whenever this interface, the Kernels table (ops.h) or the layout of Tensor/Storage
+// changes: the CUDA backend is a separate shared library built against these headers, and the
+// loader refuses a library whose version differs.
+constexpr int kBackendAbiVersion = 3;
 
 class Backend {
  public:

@@ -83,6 +83,12 @@ void check_finite(const std::string &op, const std::string &arg, double v) {
   if (!std::isfinite(v)) fail(ErrorCode::Arg, op, arg, "a finite number", std::to_string(v));
 }
 
+// A value stored into an int32 tensor must be one (float tensors take inf and nan, IEEE).
+void check_storable(const std::string &op, const std::string &arg, DType dt, double v) {
+  if (dt == DType::I32 && !(v >= -2147483648.0 && v <= 2147483647.0))
+    fail(ErrorCode::Arg, op, arg, "a number in the int32 range for an int32 tensor", std::to_string(v));
+}
+
 std::optional<Tensor> opt(const Tensor *t) { return t ? std::optional<Tensor>(*t) : std::nullopt; }
 const Tensor *ptr(const std::optional<Tensor> &t) { return t ? &*t : nullptr; }
 Tensor *ptr(std::optional<Tensor> &t) { return t ? &*t : nullptr; }
@@ -130,6 +136,7 @@ Shape conv_out_shape(const std::string &op, const Shape &x, const Shape &w, cons
 namespace {
 TensorPtr filled(const char *op, const Shape &shape, DType dtype, Device device, double value) {
   check_shape_valid(op, shape, dtype);  // value may be inf or nan, as in torch.full
+  check_storable(op, "value", dtype, value);
   auto t = rx::empty(shape, dtype, device);
   run(*t, [=] { backend_for(device).kernels().fill(*t, value); });
   return t;
@@ -157,7 +164,9 @@ TensorPtr from_host(const void *data, size_t bytes, const Shape &shape, DType dt
   if (bytes) std::memcpy(host->raw(), data, bytes);
   if (device.type == DeviceType::CPU) return host;
   auto t = rx::empty(shape, dtype, device);
-  enqueue_copy(*host, *t);  // a device backend orders the upload on its own stream
+  // A fresh host tensor no queued CPU kernel touches: the device backend uploads it on its own
+  // stream, without draining the CPU queue.
+  backend_for(device).kernels().copy(*host, *t);
   return t;
 }
 
@@ -212,6 +221,7 @@ void copy_(const Tensor &src, Tensor &dst) {
 }
 
 void fill_(Tensor &t, double value) {
+  check_storable("fill_", "value", t.dtype(), value);
   Tensor c = t;
   run(c, [=]() mutable { be(c).kernels().fill(c, value); });
 }
@@ -399,6 +409,13 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr, OptionalTensor> batch_norm_backward(
   check_shape(op, "weight", gamma, {C});
   check_shape(op, "saveMean", save_mean, {C});
   check_shape(op, "saveInvstd", save_invstd, {C});
+  const DType pdt = x.dtype() == DType::BF16 ? DType::F32 : x.dtype();
+  check_like(op, "output", y, x);
+  for (auto [name, t] : {std::pair<const char *, const Tensor *>{"weight", &gamma}, {"saveMean", &save_mean},
+                         {"saveInvstd", &save_invstd}}) {
+    check_same_device(op, name, *t, x.device());
+    check_same_dtype(op, name, *t, pdt);
+  }
   auto gx = rx::empty(x.shape(), x.dtype(), x.device());
   auto gg = rx::empty({C}, gamma.dtype(), x.device());
   auto gb = rx::empty({C}, gamma.dtype(), x.device());
@@ -507,7 +524,15 @@ std::tuple<TensorPtr, TensorPtr> max_pool2d_forward(const Tensor &x, const Pool2
 }
 
 TensorPtr max_pool2d_backward(const Tensor &gy, const Tensor &indices, const Shape &x_shape) {
-  check_shape("maxPool2d_backward", "indices", indices, gy.shape());
+  const std::string op = "maxPool2d_backward";
+  check_float(op, "grad_output", gy);
+  check_ndim(op, "grad_output", gy, 4, "tensor [N, C, P, Q]");
+  check_shape(op, "indices", indices, gy.shape());
+  check_same_device(op, "indices", indices, gy.device());
+  if (indices.dtype() != DType::I32) fail(ErrorCode::DType, op, "indices", "int32", dtype_name(indices.dtype()));
+  if (x_shape.size() != 4 || x_shape[0] != gy.dim(0) || x_shape[1] != gy.dim(1))
+    fail(ErrorCode::Shape, op, "input_shape", "[" + str(gy.dim(0)) + ", " + str(gy.dim(1)) + ", H, W]", shape_str(x_shape));
+  // Index values are data: the kernels skip any outside [0, H*W) rather than trust them.
   auto gx = rx::empty(x_shape, gy.dtype(), gy.device());
   if (gy.numel() == 0) fill_with(gx, 0);
   else run(*gx, [=] { be(gy).kernels().max_pool2d_backward(gy, indices, *gx); });
@@ -524,7 +549,10 @@ TensorPtr global_avg_pool2d_forward(const Tensor &x) {
 }
 
 TensorPtr global_avg_pool2d_backward(const Tensor &gy, const Shape &x_shape) {
-  check_shape("globalAvgPool2d_backward", "grad_output", gy, {x_shape[0], x_shape[1], 1, 1});
+  const std::string op = "globalAvgPool2d_backward";
+  check_float(op, "grad_output", gy);
+  if (x_shape.size() != 4) fail(ErrorCode::Shape, op, "input_shape", "4 dims [N, C, H, W]", shape_str(x_shape));
+  check_shape(op, "grad_output", gy, {x_shape[0], x_shape[1], 1, 1});
   auto gx = rx::empty(x_shape, gy.dtype(), gy.device());
   run(*gx, [=] { be(gy).kernels().global_avg_pool2d_backward(gy, *gx); });
   return gx;
@@ -596,8 +624,14 @@ std::tuple<TensorPtr, TensorPtr> cross_entropy_forward(const Tensor &logits, con
 
 TensorPtr cross_entropy_backward(const Tensor &probs, const Tensor &targets, double smoothing,
                                  const Tensor &gloss) {
-  check_targets("crossEntropy_backward", probs, targets);
-  check_shape("crossEntropy_backward", "grad_output", gloss, {});
+  const std::string op = "crossEntropy_backward";
+  check_float(op, "probs", probs);
+  check_ndim(op, "probs", probs, 2, "matrix [N, classes]");
+  check_targets(op, probs, targets);
+  check_like(op, "grad_output", gloss, probs);
+  check_shape(op, "grad_output", gloss, {});
+  if (!(smoothing >= 0 && smoothing <= 1))
+    fail(ErrorCode::Arg, op, "labelSmoothing", "a number in [0, 1]", std::to_string(smoothing));
   auto g = rx::empty(probs.shape(), probs.dtype(), probs.device());
   run(*g, [=] { be(probs).kernels().cross_entropy_backward(probs, targets, smoothing, gloss, *g); });
   return g;

@@ -292,7 +292,7 @@ void max_pool2d_backward(const Tensor &gy, const Tensor &indices, Tensor &gx) {
         std::fill(plane, plane + HW, T(0));
         for (int64_t i = 0; i < PQ; i++) {
           int32_t k = pi[nc * PQ + i];
-          if (k >= 0) plane[k] += g[nc * PQ + i];
+          if (k >= 0 && k < HW) plane[k] += g[nc * PQ + i];  // indices are data: never trusted
         }
       }
     });

@@ -13,6 +13,9 @@
 #include <mutex>
 #include <unordered_map>
 
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
 #include "cpu_backend.h"
 #include "parallel.h"
 
@@ -174,7 +177,24 @@ void system_free(void *p, size_t r) {
 int CpuBackend::num_threads() { return cpu::num_threads(); }
 void CpuBackend::set_num_threads(int n) { cpu::set_num_threads(n); }
 
+namespace {
+// Physical memory plus swap: a request beyond it cannot succeed, but with overcommit malloc may
+// say yes and the process then dies filling it; refuse it at once instead.
+size_t host_memory_limit() {
+  static const size_t limit = [] {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    struct sysinfo si;
+    size_t swap = sysinfo(&si) == 0 ? (size_t)si.totalswap * si.mem_unit : 0;
+    return pages > 0 && page > 0 ? (size_t)pages * (size_t)page + swap : SIZE_MAX;
+  }();
+  return limit;
+}
+}  // namespace
+
 void *CpuBackend::allocate(size_t bytes) {
+  if (bytes > host_memory_limit())
+    throw Error(ErrorCode::OOM, "alloc: " + std::to_string(bytes) + " bytes requested, more than this machine's " +
+                                    std::to_string(host_memory_limit()) + " bytes of memory and swap");
   size_t r = rounded_size(bytes);
   if (r >= kCacheMin) {
     BlockCache &c = block_cache();

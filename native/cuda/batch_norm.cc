@@ -17,6 +17,7 @@
 namespace rx::cuda {
 
 struct BnReserve : BackendSaved {
+  const void *y = nullptr;  // the output this forward wrote: backward must be handed the same
   DeviceBuffer reserve, mean, invstd, beta;
   size_t reserve_bytes = 0;
   Shape shape;
@@ -176,6 +177,7 @@ void batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta
   rv.write_back();
   sm.write_back();
   si.write_back();
+  r->y = y.raw();
   save_invstd.set_saved(std::move(r));
 }
 const bool batch_norm_forward_set = set_kernel(cuda_kernels().batch_norm_forward, &batch_norm_forward);
@@ -198,7 +200,7 @@ void batch_norm_backward(const Tensor &gy, const Tensor &x, const Tensor &y, con
 
   // What our training forward saved, if these statistics came from it for this very input.
   BnReserve *r = dynamic_cast<BnReserve *>(save_invstd.saved());
-  if (r && !(r->shape == x.shape() && r->dtype == x.dtype() && r->act == a.act && r->eps == a.eps && py == y.raw()))
+  if (r && !(r->shape == x.shape() && r->dtype == x.dtype() && r->act == a.act && r->eps == a.eps && r->y == y.raw() && py == y.raw()))
     r = nullptr;
 
   if (a.training && r) {

@@ -52,7 +52,7 @@ __global__ void max_pool2d_scatter_kernel(const T *gy, const int32_t *idx, A *gx
                                           int64_t PQ) {
   RX_GRID_STRIDE(i, N * PQ * C) {
     int32_t k = idx[i];
-    if (k < 0) continue;
+    if (k < 0 || k >= HW) continue;  // indices are data: never trusted
     int64_t c = i % C, n = i / (PQ * C);
     // Overlapping windows (3x3 stride 2) can pick the same input: atomics make the sum exact up
     // to the order of at most kh*kw additions.
