@@ -1,0 +1,21 @@
+/**
+ * A short range of the seeded API fuzzer (test/fuzz/api-fuzz.js): random and hostile calls to
+ * every public op and creation function, batches in child processes. Any crash or hang fails
+ * with its one-line reproducer. Longer runs: `npm run fuzz -- --from 0 --to 100000`.
+ */
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+
+test('600 fuzz cases: no crash, no hang, only ResnextErrors', () => {
+  const script = path.join(__dirname, 'fuzz', 'api-fuzz.js');
+  const r = spawnSync(process.execPath, [script, '--from', '0', '--to', '600', '--batch', '150', '--strict'], {
+    encoding: 'utf8',
+    timeout: 110_000,
+  });
+  const summary = r.stdout.trim().split('\n').at(-1) ?? '';
+  expect({ status: r.status, summary, findings: r.stdout.split('\n').filter((l) => /^(CRASH|HANG|NONRX)/.test(l)) }).toEqual({
+    status: 0,
+    summary: expect.stringMatching(/^fuzz: 600 cases, 0 crashes, 0 hangs, 0 non-ResnextErrors/),
+    findings: [],
+  });
+}, 120_000);
