@@ -54,8 +54,12 @@ function checkOpts(op: string, opts: unknown): TensorOptions {
   return opts as TensorOptions;
 }
 
+/** Deepest nesting tensor() reads from JS arrays (deeper data is refused, not a stack overflow). */
+const MAX_NESTING = 64;
+
 function flatten(data: unknown, out: number[], shape: number[], depth: number, op: string): void {
   if (Array.isArray(data)) {
+    if (depth >= MAX_NESTING) fail('ERR_SHAPE', op, 'data', `arrays nested at most ${MAX_NESTING} deep`, 'deeper nesting');
     if (shape.length === depth) shape.push(data.length);
     else if (shape[depth] !== data.length)
       fail('ERR_SHAPE', op, 'data', `a rectangular nested array (length ${shape[depth]} at depth ${depth})`, `length ${data.length}`);
@@ -82,6 +86,11 @@ export function tensor(data: ArrayLike<number> | number | unknown[], shape?: num
     values = [data];
     inferred = [];
   } else if (ArrayBuffer.isView(data)) {
+    const kind = Object.prototype.toString.call(data).slice(8, -1);
+    if (kind === 'DataView' || kind === 'BigInt64Array' || kind === 'BigUint64Array')
+      fail('ERR_ARG', op, 'data', 'a typed array of numbers (Float32Array, Float64Array, Int32Array, ...)', `a ${kind}`);
+    if ((data.buffer as { detached?: boolean }).detached)
+      fail('ERR_ARG', op, 'data', 'a typed array with its data', `a ${kind} whose buffer was transferred (detached)`);
     values = data as unknown as ArrayLike<number>;
     inferred = [values.length];
   } else if (Array.isArray(data)) {

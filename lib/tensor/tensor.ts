@@ -1,8 +1,8 @@
 /**
  * Tensor: a TypeScript object over a native handle. Shape, dtype and device follow PyTorch
  * (activations [N, C, H, W]); data crosses only through `await t.data()` (a copy, NCHW
- * row-major). Ownership is explicit: dispose(), `using`, tidy() scopes; a FinalizationRegistry
- * frees handles that were dropped without dispose, as a safety net only.
+ * row-major). Ownership is explicit: dispose(), `using`, tidy() scopes; GC frees handles that
+ * were dropped without dispose, as a safety net only.
  */
 import { describe, fail, ResnextError } from '../native/errors';
 import { native, type DTypeName, type DeviceName, type TensorHandle } from '../native/addon';
@@ -27,7 +27,10 @@ const disposeSymbol: typeof Symbol.dispose =
   (Symbol as { dispose?: typeof Symbol.dispose }).dispose ??
   ((Symbol as unknown as { dispose: symbol }).dispose = Symbol.for('Symbol.dispose') as typeof Symbol.dispose);
 
-const registry = new FinalizationRegistry<TensorHandle>((h) => h.dispose());
+// No FinalizationRegistry: a dropped Tensor takes its native handle with it, and the handle's
+// finalizer runs inside GC (native/binding/tensor_handle.h), freeing the storage even in a loop
+// that never yields to the event loop. (A registry would hold the handle until its cleanup task
+// ran, which a synchronous loop never lets happen.)
 
 // ------------------------------------------------------------------ scopes
 
@@ -93,6 +96,9 @@ export function tidy<T>(fn: () => T): T {
 
 // ------------------------------------------------------------------ Tensor
 
+/** The most arrays plus numbers array() builds (2^27: about 4 GB of V8 heap at worst). */
+const MAX_ARRAY_NODES = 2 ** 27;
+
 export class Tensor {
   /** The native handle; null once disposed. */
   private h: TensorHandle | null;
@@ -114,7 +120,6 @@ export class Tensor {
     this._shape = Object.freeze(handle.shape);
     this._dtype = handle.dtype;
     this._device = handle.device;
-    registry.register(this, handle, this);
     track(this);
   }
 
@@ -140,19 +145,21 @@ export class Tensor {
 
   _replaceHandle(handle: TensorHandle): void {
     const old = this.handle;
-    registry.unregister(this);
     this.h = handle;
     this._shape = Object.freeze(handle.shape);
     this._dtype = handle.dtype;
     this._device = handle.device;
-    registry.register(this, handle, this);
     if (old !== handle) old.dispose();
   }
 
   /** The live native handle (throws ERR_DISPOSED after dispose()). */
   get handle(): TensorHandle {
-    if (!this.h) throw new ResnextError(`tensor expected a live tensor, received a disposed tensor of shape [${this.shape.join(', ')}]`, 'ERR_DISPOSED');
-    return this.h;
+    const h = this.h;
+    if (h) return h;
+    if (h === null)
+      throw new ResnextError(`tensor expected a live tensor, received a disposed tensor of shape [${this.shape.join(', ')}]`, 'ERR_DISPOSED');
+    // Object.create(Tensor.prototype) and the like: the constructor never ran.
+    return fail('ERR_ARG', 'tensor', 'tensor', 'a tensor made by resnext (tensor(), zeros(), an op, ...)', 'a Tensor object whose constructor never ran');
   }
 
   get isDisposed(): boolean {
@@ -188,6 +195,17 @@ export class Tensor {
 
   /** Nested JS arrays (for printing and tests). */
   async array(): Promise<unknown> {
+    // Every nested JS array is a heap object: refuse shapes like [1e9, 0] (no data, a billion
+    // empty arrays) before V8 runs out of memory.
+    void this.handle;
+    let arrays = 0;
+    let outer = 1;
+    for (const d of this.shape.slice(0, -1)) {
+      outer *= d;
+      arrays += outer;
+    }
+    if (arrays + this.size > MAX_ARRAY_NODES)
+      fail('ERR_OOM', 'array', 'tensor', `at most ${MAX_ARRAY_NODES} nested arrays and elements`, `shape [${this.shape.join(', ')}]`);
     const d = Array.from(await this.data());
     const build = (dim: number, off: number): unknown => {
       if (dim === this.shape.length) return d[off];
@@ -214,7 +232,6 @@ export class Tensor {
   /** Frees this handle now (storage shared with views stays until they go too). Safe to call twice. */
   dispose(): void {
     if (!this.h) return;
-    registry.unregister(this);
     this.h.dispose();
     this.h = null;
     // gradFn stays: a disposed intermediate can still pass gradients (nodes keep their own aliases).

@@ -96,8 +96,17 @@ Napi::Value from_data(const Napi::CallbackInfo &info) {
     if (ta.TypedArrayType() != typed_array_type(dt))
       rx::fail(rx::ErrorCode::DType, op, "data", std::string("a typed array matching dtype ") + rx::dtype_name(dt),
                "another kind");
-    const uint8_t *p = static_cast<const uint8_t *>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-    return TensorHandle::Wrap(env, rx::ops::from_host(p, ta.ByteLength(), shape, dt, device));
+    // The element pointer straight from the typed array: its buffer may be a SharedArrayBuffer
+    // (which Napi::ArrayBuffer refuses) or detached (null data, length 0).
+    napi_typedarray_type type;
+    size_t length = 0, offset = 0;
+    void *data = nullptr;
+    napi_value buffer;
+    if (napi_get_typedarray_info(env, info[0], &type, &length, &data, &buffer, &offset) != napi_ok)
+      wrong_type({env, op, "data"}, "a readable typed array", info[0]);
+    size_t bytes = length * ta.ElementSize();
+    if (!data && bytes) wrong_type({env, op, "data"}, "a typed array with data", info[0]);
+    return TensorHandle::Wrap(env, rx::ops::from_host(static_cast<const uint8_t *>(data), bytes, shape, dt, device));
   });
 }
 

@@ -22,7 +22,17 @@ TensorHandle::TensorHandle(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Te
   auto *p = info[0].As<Napi::External<rx::TensorPtr>>().Data();
   t_ = std::move(*p);
   delete p;
+  accounted_ = t_ ? t_->nbytes() : 0;
+  if (accounted_) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), accounted_);
 }
+
+void TensorHandle::release(Napi::BasicEnv env) {
+  t_.reset();
+  if (accounted_) Napi::MemoryManagement::AdjustExternalMemory(env, -accounted_);
+  accounted_ = 0;
+}
+
+void TensorHandle::Finalize(Napi::BasicEnv env) { release(env); }
 
 Napi::Value TensorHandle::Wrap(Napi::Env env, rx::TensorPtr t) {
   if (!t) return env.Null();
@@ -72,7 +82,7 @@ Napi::Value TensorHandle::GetNBytes(const Napi::CallbackInfo &info) {
 }
 
 Napi::Value TensorHandle::Dispose(const Napi::CallbackInfo &info) {
-  t_.reset();
+  release(info.Env());
   return info.Env().Undefined();
 }
 

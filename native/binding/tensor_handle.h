@@ -1,5 +1,9 @@
 // TensorHandle: the JS object that owns one core tensor (a shared_ptr, so views and queued
 // kernels keep the storage alive). dispose() drops it at once; the finalizer is the safety net.
+// Its bytes are reported to V8 as external memory while it holds them, so a program that relies
+// on GC collects soon enough. The finalizer is a "basic" one (the addon is built with
+// NAPI_EXPERIMENTAL): it runs inside GC, never calls into JS, and frees the tensor at once instead
+// of queueing behind the event loop, so a synchronous loop does not pile up dead handles.
 #pragma once
 
 #include <napi.h>
@@ -28,8 +32,11 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   Napi::Value GetNBytes(const Napi::CallbackInfo &info);
   Napi::Value Dispose(const Napi::CallbackInfo &info);
   Napi::Value SharesStorage(const Napi::CallbackInfo &info);
+  void Finalize(Napi::BasicEnv env) override;
+  void release(Napi::BasicEnv env);  // drops the tensor and its external-memory share
 
   rx::TensorPtr t_;
+  int64_t accounted_ = 0;  // bytes reported to V8 for this handle
 };
 
 }  // namespace rxb

@@ -16,8 +16,18 @@ namespace {
 
 std::string str(int64_t v) { return std::to_string(v); }
 
+// A float dtype the tensor's device computes in: the CPU backend stores bfloat16 (cast, copy,
+// fill) but computes in float32/float64, so bfloat16 there is refused here, at the call, instead
+// of by the kernel at the next sync.
+void check_compute_dtype(const std::string &op, const std::string &arg, DType dtype, Device device) {
+  if (!dtype_is_float(dtype)) fail(ErrorCode::DType, op, arg, "float32 or float64", dtype_name(dtype));
+  if (dtype == DType::BF16 && device.type == DeviceType::CPU)
+    fail(ErrorCode::DType, op, arg, "float32 or float64 on the CPU (bfloat16 is computed on CUDA only; cast first)",
+         "bfloat16");
+}
+
 void check_float(const std::string &op, const std::string &arg, const Tensor &t) {
-  if (!dtype_is_float(t.dtype())) fail(ErrorCode::DType, op, arg, "float32 or float64", dtype_name(t.dtype()));
+  check_compute_dtype(op, arg, t.dtype(), t.device());
 }
 
 void check_same_dtype(const std::string &op, const std::string &arg, const Tensor &t, DType want) {
@@ -183,10 +193,10 @@ void to_host(const Tensor &t, void *dst, size_t bytes) {
 }
 
 namespace {
-void check_random(const char *op, const Shape &shape, DType dtype, const char *a_name, double a, const char *b_name,
-                  double b) {
+void check_random(const char *op, const Shape &shape, DType dtype, Device device, const char *a_name, double a,
+                  const char *b_name, double b) {
   check_shape_valid(op, shape, dtype);
-  if (!dtype_is_float(dtype)) fail(ErrorCode::DType, op, "dtype", "float32 or float64", dtype_name(dtype));
+  check_compute_dtype(op, "dtype", dtype, device);
   check_finite(op, a_name, a);
   check_finite(op, b_name, b);
 }
@@ -194,7 +204,7 @@ void check_random(const char *op, const Shape &shape, DType dtype, const char *a
 
 TensorPtr rand(const Shape &shape, DType dtype, Device device, double low, double high, uint64_t seed,
                uint64_t offset) {
-  check_random("rand", shape, dtype, "low", low, "high", high);
+  check_random("rand", shape, dtype, device, "low", low, "high", high);
   auto t = rx::empty(shape, dtype, device);
   run(*t, [=] { backend_for(device).kernels().random_uniform(*t, low, high, seed, offset); });
   return t;
@@ -202,7 +212,7 @@ TensorPtr rand(const Shape &shape, DType dtype, Device device, double low, doubl
 
 TensorPtr randn(const Shape &shape, DType dtype, Device device, double mean, double std, uint64_t seed,
                 uint64_t offset) {
-  check_random("randn", shape, dtype, "mean", mean, "std", std);
+  check_random("randn", shape, dtype, device, "mean", mean, "std", std);
   auto t = rx::empty(shape, dtype, device);
   run(*t, [=] { backend_for(device).kernels().random_normal(*t, mean, std, seed, offset); });
   return t;
