@@ -20,9 +20,11 @@ function load(): { addon: NativeAddon; file: string } {
   const where = `${process.platform}-${process.arch} (node ${process.version}, N-API ${process.versions.napi})`;
   let file: string;
   try {
-    // build/Release (a source build) first, then prebuilds/<platform>-<arch>/*.node matching
-    // this runtime, N-API and libc. No install script needs to have run.
-    file = gypBuild.resolve(packageRoot);
+    // RESNEXT_ADDON names a binary to load instead (a sanitizer or debug build:
+    // scripts/asan.sh). Otherwise build/Release (a source build) first, then
+    // prebuilds/<platform>-<arch>/*.node matching this runtime, N-API and libc. No install
+    // script needs to have run.
+    file = process.env.RESNEXT_ADDON ? path.resolve(process.env.RESNEXT_ADDON) : gypBuild.resolve(packageRoot);
   } catch (e) {
     throw new ResnextError(
       `resnext: no native addon found for ${where}: ${explainMissingAddon(packageRoot)}. ` + `Cause: ${(e as Error).message}`,
