@@ -111,4 +111,16 @@ describe('huge shapes', () => {
       expect(d(y).every((v) => v === 1)).toBe(true);
     });
   });
+
+  test('conv2d backward with a stride far beyond the input equals a stride of the input size (it used to loop stride^2 times and run out of memory)', () => {
+    const grads = (stride: number | [number, number], padding: number | [number, number]) =>
+      rx.tidy(() => {
+        const x = rx.randn([2, 3, 5, 4], { requiresGrad: true, seed: 1 });
+        const w = rx.randn([4, 3, 3, 2], { requiresGrad: true, seed: 2 });
+        rx.sum(rx.conv2d(x, w, { stride, padding })).backward();
+        return [d(x.grad!), d(w.grad!)];
+      });
+    expect(grads(1e8, 0)).toEqual(grads(5, 0));
+    expect(grads([1, 1e8], [0, 1])).toEqual(grads([1, 6], [0, 1]));
+  });
 });

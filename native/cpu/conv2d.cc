@@ -331,10 +331,12 @@ void conv2d_backward_data(const ConvGeom &g, const T *gy, const T *w, T *gx) {
   const int64_t sh = g.stride_h, sw = g.stride_w, RS = g.R * g.S;
 
   // gx[h] receives gy[p] through tap r iff h + ph - r = sh*p.
+  // Only phases e < H, f < W hold gx pixels: a stride beyond the input costs nothing extra.
+  const int64_t eh = std::min(sh, g.H), ew = std::min(sw, g.W);
   std::vector<DPhase> phases;
   int64_t padT = 0, padB = 0, padL = 0, padR = 0;
-  for (int64_t e = 0; e < sh; e++)
-    for (int64_t f = 0; f < sw; f++) {
+  for (int64_t e = 0; e < eh; e++)
+    for (int64_t f = 0; f < ew; f++) {
       DPhase ph;
       ph.e = e, ph.f = f, ph.He = std::max<int64_t>(0, cdiv(g.H - e, sh)), ph.Wf = std::max<int64_t>(0, cdiv(g.W - f, sw));
       if (ph.He == 0 || ph.Wf == 0) continue;
@@ -381,10 +383,10 @@ void conv2d_backward_data(const ConvGeom &g, const T *gy, const T *w, T *gx) {
     }
   });
 
-  // phase_of[e*sw + f]: index into phases of output phase (e, f), -1 when no tap reaches it.
-  std::vector<int64_t> phase_of((size_t)(sh * sw), -1);
+  // phase_of[e*ew + f]: index into phases of output phase (e, f), -1 when no tap reaches it.
+  std::vector<int64_t> phase_of((size_t)(eh * ew), -1);
   for (size_t pi = 0; pi < nph; pi++)
-    if (!phases[pi].k.empty()) phase_of[phases[pi].e * sw + phases[pi].f] = (int64_t)pi;
+    if (!phases[pi].k.empty()) phase_of[phases[pi].e * ew + phases[pi].f] = (int64_t)pi;
 
   const int64_t nbatches = cdiv(g.N, nb), base = nbatches * G;
   const int64_t chunks = row_chunks(base, Cg, kr.mr);
@@ -439,19 +441,19 @@ void conv2d_backward_data(const ConvGeom &g, const T *gy, const T *w, T *gx) {
             T *drow = dst + h * g.W;
             const int64_t e = h % sh, i = h / sh;
             auto src_of = [&](int64_t f) -> const T * {
-              const int64_t pi = phase_of[e * sw + f];
+              const int64_t pi = phase_of[e * ew + f];
               return pi < 0 ? nullptr : out + (pi * M + c - m0) * pl + nn * img + i * Wg;
             };
             if (sw == 1) {
               const T *s0 = src_of(0);
               if (s0) std::memcpy(drow, s0, g.W * sizeof(T));
               else std::fill(drow, drow + g.W, T(0));
-            } else if (sw == 2 && src_of(0) && src_of(1)) {
+            } else if (sw == 2 && ew == 2 && src_of(0) && src_of(1)) {
               const T *s0 = src_of(0), *s1 = src_of(1);
               for (int64_t j = 0; j < g.W / 2; j++) drow[2 * j] = s0[j], drow[2 * j + 1] = s1[j];
               if (g.W % 2) drow[g.W - 1] = s0[g.W / 2];
             } else {
-              for (int64_t f = 0; f < sw; f++) {
+              for (int64_t f = 0; f < ew; f++) {
                 const T *sp = src_of(f);
                 for (int64_t j = 0, w = f; w < g.W; j++, w += sw) drow[w] = sp ? sp[j] : T(0);
               }
