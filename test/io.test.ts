@@ -142,6 +142,26 @@ describe('safetensors round trip', () => {
     await expect(io.saveSafetensors(p, { gone })).rejects.toMatchObject({ code: 'ERR_DISPOSED' });
     expect(fs.existsSync(p)).toBe(false);
   });
+
+  test('an entry named __proto__ is kept, on load and on save (plain assignment would drop it)', async () => {
+    const h = '{"__proto__":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}';
+    const b = Buffer.alloc(8 + h.length + 8);
+    b.writeBigUInt64LE(BigInt(h.length));
+    b.write(h, 8);
+    b.writeFloatLE(1.5, 8 + h.length);
+    b.writeFloatLE(2.5, 12 + h.length);
+    const p = path.join(dir, 'proto.safetensors');
+    fs.writeFileSync(p, b);
+    const r = await io.loadSafetensors(p);
+    expect(Object.keys(r)).toEqual(['__proto__', 'a']);
+    expect(Object.getPrototypeOf(r)).toBe(Object.prototype);
+    expect(r.__proto__.item()).toBe(1.5);
+    const q = path.join(dir, 'proto2.safetensors');
+    await io.saveSafetensors(q, r);
+    const back = io.loadSafetensorsSync(q);
+    expect(Object.keys(back)).toEqual(['__proto__', 'a']);
+    expect([back.__proto__.item(), back.a.item()]).toEqual([1.5, 2.5]);
+  });
 });
 
 describe('files written by the reference implementation', () => {

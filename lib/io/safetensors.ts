@@ -178,7 +178,7 @@ function layout(list: Entry[], sizes: number[], metadata?: Record<string, string
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
   list.forEach((e, i) => {
-    header[e.name] = { dtype: WRITE_DTYPE[e.t.dtype], shape: [...e.t.shape], data_offsets: offsets[i] };
+    setOwn(header, e.name, { dtype: WRITE_DTYPE[e.t.dtype], shape: [...e.t.shape], data_offsets: offsets[i] });
   });
   let json = JSON.stringify(header);
   const len = Buffer.byteLength(json, 'utf8');
@@ -274,6 +274,14 @@ function isShape(v: unknown): v is number[] {
   return Array.isArray(v) && v.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d >= 0);
 }
 
+/**
+ * obj[key] = value as an own, enumerable property even for keys such as "__proto__" (plain
+ * assignment would set the prototype and drop the entry).
+ */
+export function setOwn<T>(obj: Record<string, T>, key: string, value: T): void {
+  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
 /** Validates a parsed header against the file size; returns the tensors in offset order. */
 function parseHeader(op: string, file: string, json: string, dataBytes: number): SafetensorsHeader {
   let parsed: unknown;
@@ -311,7 +319,7 @@ function parseHeader(op: string, file: string, json: string, dataBytes: number):
         `${numel * size} bytes for tensor "${name}" (${e.dtype}, shape [${e.shape.join(', ')}])`,
         `data_offsets [${o[0]}, ${o[1]}] (${o[1] - o[0]} bytes)`,
       );
-    tensors[name] = { dtype: e.dtype, shape: e.shape, data_offsets: [o[0], o[1]] };
+    setOwn(tensors, name, { dtype: e.dtype, shape: e.shape, data_offsets: [o[0], o[1]] });
     spans.push({ name, begin: o[0], end: o[1] });
   }
   // The offsets must tile the data section: sorted by begin, each starts where the previous ends.
@@ -438,7 +446,7 @@ function readAll(op: string, file: string, fd: number, size: number): { header: 
 function build(op: string, file: string, header: SafetensorsHeader, raws: [string, Uint8Array][]): TensorDict {
   const out: TensorDict = {};
   try {
-    for (const [name, raw] of raws) out[name] = toTensor(op, file, name, header.tensors[name], raw);
+    for (const [name, raw] of raws) setOwn(out, name, toTensor(op, file, name, header.tensors[name], raw));
   } catch (e) {
     for (const t of Object.values(out)) t.dispose();
     throw e;
