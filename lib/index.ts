@@ -22,3 +22,4 @@ export * as optim from './optim';
 export * as train from './train';
 export * as data from './data';
 export * as io from './io';
+export * as vision from './vision';

@@ -10,7 +10,11 @@ import { parseArgs } from 'node:util';
 import { ResnextError } from '../native/errors';
 import * as rx from '../index';
 import { benchCommand, HELP as BENCH_HELP } from './bench';
+import { CONVERT_HELP, convertCommand } from './convert';
 import { doctorCommand } from './doctor';
+import { EMBED_HELP, embedCommand } from './embed';
+import { EXPORT_HELP, exportCommand } from './export';
+import { PREDICT_HELP, predictCommand } from './predict';
 import { buildModel, DATASETS, intFlag, loadData, MODEL_NAMES, type ModelSpec, modelSpecFromFlags, numFlag, UsageError } from './args';
 
 const HELP: Record<string, string> = {
@@ -24,6 +28,10 @@ Commands:
   info    per-layer and total parameters and multiply-adds of a model
   bench   speed and accuracy of ResNeXt at fixed multiply-adds (cardinality vs width)
   doctor  check the installation: native binary, CPU features, CUDA libraries, GPU
+  convert PyTorch checkpoint (.pth) to safetensors and back
+  predict classify images with ImageNet weights (top-5 classes and probabilities)
+  embed   write images' pooled features (2048-d for ImageNet models) as .npy or JSON
+  export  write a model as ONNX (opset 17) for deployment runtimes
   help    show help for a command: resnext help train
 
 Run 'resnext <command> --help' for the options of a command.`,
@@ -39,6 +47,12 @@ Model:
   --stem-stride N         resnext29 stem stride (default 1; 2 makes small-image CPU runs ~4x cheaper)
   --layers A,B,C,D        resnext blocks per stage (default 3,4,6,3)
   --zero-init-residual    start every block as the identity
+Fine-tuning:
+  --weights FILE          start from pretrained weights (.pth or .safetensors); the fc head is
+                          replaced when the dataset's class count differs from the file's
+  --num-classes K         the dataset's class count, checked (default: from the dataset)
+  --freeze-backbone       train the head only; the backbone's BatchNorm stays in eval mode
+  --backbone-lr-scale S   the backbone's learning rate as a fraction of --lr (e.g. 0.1)
 Data:
   --dataset NAME          ${DATASETS.join(' | ')} (default synthetic)
   --data PATH             dataset folder (fashion-mnist defaults to /usr/share/datasets/fashion-mnist)
@@ -80,6 +94,10 @@ Output:
   --device NAME           cpu | cuda
   --json                  print the metrics as JSON`,
   bench: BENCH_HELP,
+  convert: CONVERT_HELP,
+  predict: PREDICT_HELP,
+  embed: EMBED_HELP,
+  export: EXPORT_HELP,
   info: `Usage: resnext info <model> [--input CxHxW] [--json] [model options as for train]
 
 Prints every convolution and linear layer with its output shape, parameters and
@@ -131,6 +149,9 @@ const TRAIN = {
   resume: { type: 'boolean' },
   log: { type: 'string' },
   'no-progress': { type: 'boolean' },
+  weights: { type: 'string' },
+  'freeze-backbone': { type: 'boolean' },
+  'backbone-lr-scale': { type: 'string' },
 } as const;
 
 const EVAL = { ...COMMON, checkpoint: { type: 'string' } } as const;
@@ -179,7 +200,17 @@ async function train(argv: string[]): Promise<number> {
   const [c] = trainLoader.sampleShape;
   const spec = modelSpecFromFlags((f.model as string | undefined) ?? 'resnext29', f, splits.train.numClasses, c);
   rx.manualSeed(seed);
-  const model = buildModel(spec);
+  const weightsFile = f.weights as string | undefined;
+  if (!weightsFile && (f['freeze-backbone'] || f['backbone-lr-scale'] !== undefined))
+    throw new UsageError('--freeze-backbone and --backbone-lr-scale expected --weights FILE to fine-tune from');
+  const numClasses = intFlag('num-classes', f['num-classes'] as string | undefined);
+  if (numClasses !== undefined && numClasses !== splits.train.numClasses)
+    throw new UsageError(`--num-classes expected the dataset's class count ${splits.train.numClasses} (${splits.train.name}), received ${numClasses}`);
+  const model = buildModel(spec, weightsFile ? 'none' : undefined);
+  if (weightsFile) {
+    const r = await rx.models.loadWeightsFile(model, weightsFile, spec.builder);
+    process.stderr.write(`resnext train: ${r.loaded} tensors from ${weightsFile}${r.replacedHead.length ? `; new ${splits.train.numClasses}-class head (${r.replacedHead.join(', ')})` : ''}\n`);
+  }
   if (dev === 'cuda') model.to('cuda');
   const epochs = intFlag('epochs', f.epochs as string | undefined, 5)!;
   if (epochs < 1) throw new UsageError('--epochs expected at least 1, received 0');
@@ -211,6 +242,7 @@ async function train(argv: string[]): Promise<number> {
   };
   process.on('SIGINT', onSigint);
   const trainer = new rx.train.Trainer({
+    freezeBackbone: !!f['freeze-backbone'], backboneLrScale: numFlag('backbone-lr-scale', f['backbone-lr-scale'] as string | undefined),
     model, optimizer, schedule, device: dev, labelSmoothing: numFlag('label-smoothing', f['label-smoothing'] as string | undefined, 0),
     checkpointDir: f['checkpoint-dir'] as string | undefined, checkpointEvery: intFlag('checkpoint-every', f['checkpoint-every'] as string | undefined),
     logFile: f.log as string | undefined, progress: f['no-progress'] ? false : 'auto', dataSeed: seed,
@@ -321,6 +353,14 @@ export async function main(argv: string[]): Promise<number> {
       return benchCommand(rest);
     case 'doctor':
       return doctorCommand(rest);
+    case 'convert':
+      return convertCommand(rest);
+    case 'predict':
+      return predictCommand(rest);
+    case 'embed':
+      return embedCommand(rest);
+    case 'export':
+      return exportCommand(rest);
     case 'help':
       return rest[0] === 'doctor' ? doctorCommand(['--help']) : help(rest[0]);
     case undefined:
@@ -328,7 +368,7 @@ export async function main(argv: string[]): Promise<number> {
     case '--help':
       return help();
     default:
-      throw new UsageError(`unknown command "${cmd}": expected train, eval, info, bench, doctor or help`);
+      throw new UsageError(`unknown command "${cmd}": expected train, eval, info, bench, doctor, convert, predict, embed, export or help`);
   }
 }
 

@@ -9,6 +9,9 @@ import { flatten } from '../ops/shape';
 import type { Tensor } from '../tensor/tensor';
 import { Module } from '../nn/module';
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, ReLU, Sequential } from '../nn/layers';
+import { buildWithWeights, type WeightsOption } from './weights';
+import type { ImageInput } from '../vision/preprocess';
+import { predict, type Prediction, type PredictOptions } from '../vision/predict';
 
 export interface InitOptions {
   /** 'kaiming' (default), 'zeros', or 'none' (uninitialised conv weights: parameter counting only). */
@@ -103,9 +106,23 @@ export class ResNet extends Module {
   }
 
   forward(x: Tensor): Tensor {
+    return this.fc.forward(this.forwardFeatures(x));
+  }
+
+  /** The pooled features before fc: [N, fc.inFeatures] ([N, 2048] for the ImageNet models). */
+  forwardFeatures(x: Tensor): Tensor {
     let y = this.maxpool.forward(this.bn1.forwardReLU(this.conv1.forward(x)));
     for (const s of this.stages) y = s.forward(y);
-    return this.fc.forward(flatten(this.avgpool.forward(y), 1));
+    return flatten(this.avgpool.forward(y), 1);
+  }
+
+  /**
+   * Classifies images (paths, encoded bytes, or a preprocessed [N, 3, 224, 224] tensor) in eval
+   * mode: per image the top-k (default 5) { index, label, probability }, ImageNet-1k names for
+   * 1000 classes. Preprocessing is torchvision's (lib/vision/preprocess.ts).
+   */
+  predict(images: ImageInput | ImageInput[] | Tensor, options: PredictOptions = {}): Promise<Prediction[][]> {
+    return predict(this, images, options);
   }
 }
 
@@ -117,17 +134,39 @@ export function zeroInitResidual(model: Module): void {
   }
 }
 
-/** The general builder: any depth, cardinality and width (torchvision's ResNet class). */
-export function resnext(cfg: ResNeXtConfig): ResNet {
+/**
+ * The general builder: any depth, cardinality and width (torchvision's ResNet class). With
+ * `weights` (a .pth or .safetensors file) it returns a Promise of the model with the file's
+ * weights loaded strictly, the `fc` head replaced when `numClasses` differs (see weights.ts).
+ */
+export function resnext(cfg: ResNeXtConfig & { weights: string }): Promise<ResNet>;
+export function resnext(cfg: ResNeXtConfig & { weights?: undefined }): ResNet;
+export function resnext(cfg: ResNeXtConfig & WeightsOption): ResNet | Promise<ResNet>;
+export function resnext(cfg: ResNeXtConfig & WeightsOption): ResNet | Promise<ResNet> {
+  if (cfg?.weights !== undefined) {
+    const { weights, ...rest } = cfg;
+    return buildWithWeights('resnext', (c: ResNeXtConfig) => new ResNet(c), rest, weights);
+  }
   return new ResNet(cfg);
 }
 
-type Opts = Omit<ResNeXtConfig, 'layers' | 'groups' | 'widthPerGroup'>;
+type Opts = Omit<ResNeXtConfig, 'layers' | 'groups' | 'widthPerGroup'> & WeightsOption;
+/** A named builder: sync without `weights`, a Promise of the loaded model with them. */
+export interface NamedBuilder {
+  (o: Opts & { weights: string }): Promise<ResNet>;
+  (o?: Opts & { weights?: undefined }): ResNet;
+  (o: Opts): ResNet | Promise<ResNet>;
+}
+const named = (name: string, spec: Pick<ResNeXtConfig, 'layers' | 'groups' | 'widthPerGroup'>): NamedBuilder =>
+  ((o: Opts = {}) => {
+    const { weights, ...rest } = o;
+    return weights === undefined ? new ResNet({ ...rest, ...spec }) : buildWithWeights(name, (c: ResNeXtConfig) => new ResNet(c), { ...rest, ...spec }, weights);
+  }) as NamedBuilder;
 /** ResNet-50: [3, 4, 6, 3], 1 group of width 64. */
-export const resnet50 = (o: Opts = {}) => resnext({ ...o, layers: [3, 4, 6, 3], groups: 1, widthPerGroup: 64 });
+export const resnet50 = named('resnet50', { layers: [3, 4, 6, 3], groups: 1, widthPerGroup: 64 });
 /** ResNeXt-50 32x4d: [3, 4, 6, 3], 32 groups of width 4. */
-export const resnext50_32x4d = (o: Opts = {}) => resnext({ ...o, layers: [3, 4, 6, 3], groups: 32, widthPerGroup: 4 });
+export const resnext50_32x4d = named('resnext50_32x4d', { layers: [3, 4, 6, 3], groups: 32, widthPerGroup: 4 });
 /** ResNeXt-101 32x8d: [3, 4, 23, 3], 32 groups of width 8. */
-export const resnext101_32x8d = (o: Opts = {}) => resnext({ ...o, layers: [3, 4, 23, 3], groups: 32, widthPerGroup: 8 });
+export const resnext101_32x8d = named('resnext101_32x8d', { layers: [3, 4, 23, 3], groups: 32, widthPerGroup: 8 });
 /** ResNeXt-101 64x4d: [3, 4, 23, 3], 64 groups of width 4. */
-export const resnext101_64x4d = (o: Opts = {}) => resnext({ ...o, layers: [3, 4, 23, 3], groups: 64, widthPerGroup: 4 });
+export const resnext101_64x4d = named('resnext101_64x4d', { layers: [3, 4, 23, 3], groups: 64, widthPerGroup: 4 });

@@ -38,6 +38,12 @@ export class SGD {
   readonly weightDecay: number;
   readonly decayBnAndBias: boolean;
   readonly params: Tensor[];
+  /**
+   * Learning-rate multiplier per parameter (same order as params, default 1): PyTorch's
+   * per-group lr as a factor of `lr`, so a schedule keeps scaling every group. Fine-tuning sets
+   * the backbone's to e.g. 0.1 (Trainer's backboneLrScale); a parameter at 0 is not updated.
+   */
+  readonly lrScales: number[];
   /** Completed steps. */
   stepCount = 0;
   private buffers: (Tensor | null)[];
@@ -62,18 +68,20 @@ export class SGD {
     if (this.nesterov && (this.momentum <= 0 || this.dampening !== 0))
       fail('ERR_ARG', 'SGD', 'nesterov', 'momentum > 0 and dampening = 0', `momentum ${this.momentum}, dampening ${this.dampening}`);
     this.buffers = this.params.map(() => null);
+    this.lrScales = this.params.map(() => 1);
   }
 
   /** Applies one update to every parameter that has a gradient. */
   step(): void {
     this.params.forEach((p, i) => {
-      if (!p.grad) return;
+      const scale = this.lrScales[i] ?? 1;
+      if (!p.grad || scale === 0) return;
       let buf = this.buffers[i];
       const first = !buf;
       if (this.momentum !== 0 && !buf) buf = this.buffers[i] = keep(zerosLike(p));
       const wd = this.decayBnAndBias || p.ndim > 1 ? this.weightDecay : 0;
       sgdStep(p, p.grad, {
-        lr: this.lr, momentum: this.momentum, dampening: this.dampening, nesterov: this.nesterov, weightDecay: wd,
+        lr: this.lr * scale, momentum: this.momentum, dampening: this.dampening, nesterov: this.nesterov, weightDecay: wd,
         momentumBuffer: buf, firstStep: first,
       });
     });

@@ -6,6 +6,11 @@
  * With `resume`, training continues from the latest checkpoint exactly where it stopped: the
  * same data order, augmentation, learning rate, RNG state and momentum, so on the CPU an
  * interrupted-then-resumed run reproduces the uninterrupted run's losses.
+ *
+ * Fine-tuning (issue 13): start from pretrained weights (`await models.resnext50_32x4d({ weights,
+ * numClasses })` replaces the head), then `freezeBackbone` trains the head only, with the
+ * backbone's BatchNorm layers in eval mode (their running statistics are the pretrained ones and
+ * stay so), and `backboneLrScale` gives the backbone a fraction of the head's learning rate.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -58,6 +63,15 @@ export interface TrainerOptions {
   dataSeed?: number;
   /** Stored in checkpoints so tools can rebuild the model (e.g. { builder, options }). */
   modelSpec?: Record<string, unknown>;
+  /** Fine-tuning: the classifier head's module name (default 'fc'); every other parameter is the backbone. */
+  head?: string;
+  /**
+   * Train the head only: the backbone's parameters get no gradients (their requiresGrad is set
+   * to false on the model) and every backbone module, BatchNorm included, runs in eval mode.
+   */
+  freezeBackbone?: boolean;
+  /** The backbone's learning rate as a fraction of the head's, e.g. 0.1 (sets optimizer.lrScales). Default 1. */
+  backboneLrScale?: number;
 }
 
 export interface FitOptions {
@@ -112,6 +126,39 @@ export class Trainer {
     this.optimizer = options.optimizer;
     this.schedule = options.schedule ?? new ConstantLR(options.optimizer.lr);
     this.progress = Progress.auto(options.stream ?? process.stderr, options.progress ?? 'auto');
+    if (options.freezeBackbone || options.backboneLrScale !== undefined) this.setUpFineTuning();
+  }
+
+  private isHead(name: string): boolean {
+    const head = this.o.head ?? 'fc';
+    return name === head || name.startsWith(`${head}.`);
+  }
+
+  /** Splits parameters into head and backbone; freezes or scales the backbone (see TrainerOptions). */
+  private setUpFineTuning(): void {
+    const { freezeBackbone, backboneLrScale } = this.o;
+    if (backboneLrScale !== undefined && !(Number.isFinite(backboneLrScale) && backboneLrScale >= 0))
+      fail('ERR_ARG', 'Trainer', 'backboneLrScale', 'a finite number >= 0 (e.g. 0.1)', describe(backboneLrScale));
+    const named = this.model.namedParameters();
+    const head = named.filter(([n]) => this.isHead(n));
+    if (head.length === 0 || head.length === named.length)
+      fail('ERR_ARG', 'Trainer', 'head', `the name of the classifier module, whose parameters are some but not all of the model's`, describe(this.o.head ?? 'fc'));
+    const backbone = new Set(named.filter(([n]) => !this.isHead(n)).map(([, t]) => t));
+    const scale = freezeBackbone ? 0 : (backboneLrScale ?? 1);
+    this.optimizer.params.forEach((p, i) => {
+      if (backbone.has(p)) this.optimizer.lrScales[i] = scale;
+    });
+    if (freezeBackbone)
+      for (const p of backbone) {
+        p.requiresGrad = false;
+        p.zeroGrad();
+      }
+  }
+
+  /** Training mode; with freezeBackbone every backbone module (BatchNorm included) stays in eval mode. */
+  private trainMode(): void {
+    this.model.train();
+    if (this.o.freezeBackbone) for (const [name, m] of this.model.namedModules()) if (name && !this.isHead(name)) m.training = false;
   }
 
   private log(record: Record<string, unknown>): void {
@@ -176,9 +223,9 @@ export class Trainer {
     const device = this.o.device ?? 'cpu';
     const steps = train.batchesPerEpoch;
     const logEvery = this.o.logEvery ?? 50;
-    this.model.train();
 
     for (let epoch = start.epoch; epoch < epochs; epoch++) {
+      this.trainMode();
       const t0 = Date.now();
       let seen = 0, correct = 0, lossSum = 0;
       let batchIndex = epoch === start.epoch ? start.batch : 0;
