@@ -15,6 +15,16 @@ function expectGrad(fn: (...xs: rx.Tensor[]) => rx.Tensor, inputs: rx.Tensor[], 
 }
 
 describe('gradcheck', () => {
+  test('leaves no tensor behind (the fresh leaves\' gradients used to leak)', () => {
+    const x = f64([1, 2, 3, 4, 5, 6], [2, 3]);
+    const w = f64([1, -1, 2, 0.5, 3, -2], [2, 3]);
+    const before = rx.memory().tensors;
+    for (let i = 0; i < 3; i++) expect(rx.gradcheck((a, b) => rx.linear(a, b), [x, w]).ok).toBe(true);
+    expect(rx.memory().tensors).toBe(before);
+    x.dispose();
+    w.dispose();
+  });
+
   test.each([
     ['groups 1, padding 1', [2, 3, 5, 4], [4, 3, 3, 3], { padding: 1 }],
     ['groups 2, stride 2', [1, 4, 5, 5], [6, 2, 3, 3], { stride: 2, padding: 1, groups: 2 }],

@@ -96,6 +96,22 @@ describe('ImageNet family in torchvision layout', () => {
   });
 });
 
+describe('builders that fail half way', () => {
+  test('leave no tensor behind (a too-wide model fails at its first block, after the stem exists)', () => {
+    const before = rx.memory().tensors;
+    expect(() => models.resnext({ layers: [1, 1, 1, 1], groups: 2 ** 20, widthPerGroup: 2 ** 20 })).toThrow(
+      expect.objectContaining({ code: 'ERR_OOM' }),
+    );
+    expect(() => models.resnext29({ cardinality: 2 ** 20, width: 2 ** 20 })).toThrow(expect.objectContaining({ code: 'ERR_OOM' }));
+    expect(rx.memory().tensors).toBe(before);
+  });
+
+  test('counts out of range are ERR_ARG before anything is built', () => {
+    for (const k of ['groups', 'widthPerGroup', 'numClasses', 'inChannels'])
+      expect(() => models.resnext({ layers: [1, 1, 1, 1], [k]: 1e12 })).toThrow(expect.objectContaining({ code: 'ERR_ARG', message: expect.stringContaining(k) }));
+  });
+});
+
 describe('CIFAR ResNeXt-29', () => {
   test.each([
     ['resnext29_8x64d', 34.4, () => models.resnext29_8x64d({ init: 'none' })],

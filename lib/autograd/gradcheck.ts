@@ -81,7 +81,13 @@ export function gradcheck(fn: (...inputs: Tensor[]) => Tensor, inputs: Tensor[],
     const w = tensor(v, [...out.shape], { dtype: 'float64' });
     // Seed backward with v directly: dL/dout = v.
     out.backward(w);
-    return idx.map((i) => (xs[i].grad ? Float64Array.from(xs[i].grad!.dataSync()) : new Float64Array(base[i].length)));
+    const grads = idx.map((i) => (xs[i].grad ? Float64Array.from(xs[i].grad!.dataSync()) : new Float64Array(base[i].length)));
+    // tidy() keeps leaf gradients; these leaves are ours, so are their gradients.
+    for (const x of xs) {
+      x.grad?.dispose();
+      x.grad = null;
+    }
+    return grads;
   });
 
   const evalL = (i: number, data: Float64Array): number =>

@@ -8,7 +8,7 @@
  */
 import { describe, fail } from '../native/errors';
 import { flatten } from '../ops/shape';
-import type { Tensor } from '../tensor/tensor';
+import { disposeOnThrow, type Tensor } from '../tensor/tensor';
 import { Module } from '../nn/module';
 import { AdaptiveAvgPool2d, BatchNorm2d, type Conv2d, Linear, Sequential } from '../nn/layers';
 import { conv1x1, conv3x3, type InitOptions, zeroInitResidual } from './resnet';
@@ -112,7 +112,7 @@ export class ResNeXt29 extends Module {
   }
 }
 
-export const resnext29 = (cfg: ResNeXt29Config) => new ResNeXt29(cfg);
+export const resnext29 = (cfg: ResNeXt29Config) => disposeOnThrow(() => new ResNeXt29(cfg));
 type Opts = Omit<ResNeXt29Config, 'cardinality' | 'width'>;
 /** ResNeXt-29 8x64d: 34.4 M parameters (CIFAR-10). */
 export const resnext29_8x64d = (o: Opts = {}) => resnext29({ ...o, cardinality: 8, width: 64 });

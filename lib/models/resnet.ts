@@ -6,7 +6,7 @@
  */
 import { describe, fail } from '../native/errors';
 import { flatten } from '../ops/shape';
-import type { Tensor } from '../tensor/tensor';
+import { disposeOnThrow, type Tensor } from '../tensor/tensor';
 import { Module } from '../nn/module';
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, ReLU, Sequential } from '../nn/layers';
 import { buildWithWeights, type WeightsOption } from './weights';
@@ -81,6 +81,8 @@ export class ResNet extends Module {
     if (!cfg || !Array.isArray(cfg.layers) || cfg.layers.length !== 4 || !cfg.layers.every((n) => Number.isInteger(n) && n >= 1 && n <= 1024))
       fail('ERR_ARG', 'resnext', 'layers', 'four block counts in [1, 1024], e.g. [3, 4, 6, 3]', describe(cfg?.layers));
     const c = { groups: 1, widthPerGroup: 64, numClasses: 1000, inChannels: 3, zeroInitResidual: false, ...cfg };
+    for (const k of ['groups', 'widthPerGroup', 'numClasses', 'inChannels'] as const)
+      if (!Number.isInteger(c[k]) || c[k] < 1 || c[k] > 2 ** 20) fail('ERR_ARG', 'resnext', k, 'an integer in [1, 2^20]', describe(c[k]));
     this.config = { layers: c.layers, groups: c.groups, widthPerGroup: c.widthPerGroup, numClasses: c.numClasses, inChannels: c.inChannels, zeroInitResidual: c.zeroInitResidual };
     const o: InitOptions = { init: cfg.init };
     this.conv1 = this.registerModule('conv1', new Conv2d(c.inChannels, 64, 7, { stride: 2, padding: 3, bias: false, init: o.init }));
@@ -139,15 +141,18 @@ export function zeroInitResidual(model: Module): void {
  * `weights` (a .pth or .safetensors file) it returns a Promise of the model with the file's
  * weights loaded strictly, the `fc` head replaced when `numClasses` differs (see weights.ts).
  */
+/** new ResNet(c), leaving no tensor behind when it fails half way (e.g. out of memory). */
+const build = (c: ResNeXtConfig) => disposeOnThrow(() => new ResNet(c));
+
 export function resnext(cfg: ResNeXtConfig & { weights: string }): Promise<ResNet>;
 export function resnext(cfg: ResNeXtConfig & { weights?: undefined }): ResNet;
 export function resnext(cfg: ResNeXtConfig & WeightsOption): ResNet | Promise<ResNet>;
 export function resnext(cfg: ResNeXtConfig & WeightsOption): ResNet | Promise<ResNet> {
   if (cfg?.weights !== undefined) {
     const { weights, ...rest } = cfg;
-    return buildWithWeights('resnext', (c: ResNeXtConfig) => new ResNet(c), rest, weights);
+    return buildWithWeights('resnext', build, rest, weights);
   }
-  return new ResNet(cfg);
+  return build(cfg);
 }
 
 type Opts = Omit<ResNeXtConfig, 'layers' | 'groups' | 'widthPerGroup'> & WeightsOption;
@@ -160,7 +165,7 @@ export interface NamedBuilder {
 const named = (name: string, spec: Pick<ResNeXtConfig, 'layers' | 'groups' | 'widthPerGroup'>): NamedBuilder =>
   ((o: Opts = {}) => {
     const { weights, ...rest } = o;
-    return weights === undefined ? new ResNet({ ...rest, ...spec }) : buildWithWeights(name, (c: ResNeXtConfig) => new ResNet(c), { ...rest, ...spec }, weights);
+    return weights === undefined ? build({ ...rest, ...spec }) : buildWithWeights(name, build, { ...rest, ...spec }, weights);
   }) as NamedBuilder;
 /** ResNet-50: [3, 4, 6, 3], 1 group of width 64. */
 export const resnet50 = named('resnet50', { layers: [3, 4, 6, 3], groups: 1, widthPerGroup: 64 });

@@ -94,6 +94,26 @@ export function tidy<T>(fn: () => T): T {
   return result;
 }
 
+/**
+ * Runs fn; if it throws, disposes every tensor created inside it (a builder that fails half way
+ * leaves nothing behind), else hands them all to the enclosing scope, like code outside any
+ * scope. fn must be synchronous.
+ */
+export function disposeOnThrow<T>(fn: () => T): T {
+  const scope: Scope = { tracked: new Set() };
+  scopes.push(scope);
+  let ok = false;
+  try {
+    const result = fn();
+    ok = true;
+    return result;
+  } finally {
+    scopes.splice(scopes.indexOf(scope), 1);
+    if (ok) for (const t of scope.tracked) track(t);
+    else for (const t of scope.tracked) t.dispose();
+  }
+}
+
 // ------------------------------------------------------------------ Tensor
 
 /** The most arrays plus numbers array() builds (2^27: about 4 GB of V8 heap at worst). */
