@@ -5,6 +5,25 @@ import { native } from '../lib/native/addon';
 
 const vals = (t: rx.Tensor | null) => Array.from(t!.dataSync());
 
+
+describe('a step that throws inside tidy', () => {
+  test('frees its intermediates and what their autograd nodes saved (not left for GC)', () => {
+    const w = rx.randn([4, 3, 3, 3], { requiresGrad: true, seed: 3 });
+    const x = rx.randn([2, 3, 8, 8], { seed: 4 });
+    const before = rx.memory().tensors;
+    expect(() =>
+      rx.tidy(() => {
+        const y = rx.relu(rx.conv2d(rx.mul(x, 2), w, { padding: 1 }));
+        rx.sum(y);
+        throw new Error('boom');
+      }),
+    ).toThrow('boom');
+    expect(rx.memory().tensors).toBe(before);
+    w.dispose();
+    x.dispose();
+  });
+});
+
 describe('autograd', () => {
   test('a tensor used twice gets the sum of both gradients', () => {
     rx.tidy(() => {

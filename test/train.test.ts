@@ -111,6 +111,23 @@ describe('Trainer', () => {
     expect(Object.keys(ck.optimizer)).toContain('fc.weight');
     rx.train.disposeCheckpoint(ck);
     await expect(rx.train.loadCheckpoint(path.join(dir, 'nope'))).rejects.toMatchObject({ code: 'ERR_IO' });
+    // A damaged state.json is ERR_IO naming the field (it used to resume into a TypeError).
+    const state = path.join(dir, 'step-00000018', 'state.json');
+    const good = JSON.parse(fs.readFileSync(state, 'utf8'));
+    for (const [field, patch] of [
+      ['optimizer.hasBuffer', { optimizer: { ...good.optimizer, hasBuffer: 'yes' } }],
+      ['rng', { rng: null }],
+      ['history', { history: {} }],
+      ['epoch', { epoch: -1 }],
+      ['the whole file', null],
+    ] as const) {
+      fs.writeFileSync(state, JSON.stringify(patch === null ? [] : { ...good, ...patch }));
+      await expect(rx.train.loadCheckpoint(dir)).rejects.toMatchObject({ code: 'ERR_IO', message: expect.stringContaining(field) });
+    }
+    // A `latest` that is a directory is ERR_IO, not a raw EISDIR.
+    const other = tmp();
+    fs.mkdirSync(path.join(other, 'latest'));
+    await expect(rx.train.loadCheckpoint(other)).rejects.toMatchObject({ code: 'ERR_IO', message: expect.stringContaining('a directory') });
     model.dispose();
     optimizer.dispose();
   });

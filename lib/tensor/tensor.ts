@@ -64,6 +64,19 @@ function collect(v: unknown, out: Set<Tensor>, depth = 0): void {
 }
 
 /**
+ * Disposes what a scope that threw created, and frees what their autograd nodes saved for a
+ * backward that can no longer come (a step that fails mid-forward would otherwise hold its
+ * activations until GC).
+ */
+function disposeFailed(scope: Scope): void {
+  for (const t of scope.tracked) {
+    const node = t.gradFn;
+    if (node && !node.released) node.release();
+    t.dispose();
+  }
+}
+
+/**
  * Runs fn and disposes every tensor created inside it, except the tensors it returns (directly
  * or inside arrays / plain objects / Maps) and those marked with keep(). Returned tensors move
  * to the enclosing scope. fn must be synchronous.
@@ -77,7 +90,7 @@ export function tidy<T>(fn: () => T): T {
     result = fn();
   } catch (e) {
     scopes.splice(scopes.indexOf(scope), 1);
-    for (const t of scope.tracked) t.dispose();
+    disposeFailed(scope);
     throw e;
   }
   scopes.splice(scopes.indexOf(scope), 1);
@@ -110,7 +123,7 @@ export function disposeOnThrow<T>(fn: () => T): T {
   } finally {
     scopes.splice(scopes.indexOf(scope), 1);
     if (ok) for (const t of scope.tracked) track(t);
-    else for (const t of scope.tracked) t.dispose();
+    else disposeFailed(scope);
   }
 }
 

@@ -75,13 +75,55 @@ export async function saveCheckpoint(dir: string, model: Module, optimizer: SGD,
   return final;
 }
 
+/** A small text file's contents, or ERR_IO naming it (a directory, unreadable, or oversized). */
+function readSmallFile(file: string, maxBytes = 1 << 20): string {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch (e) {
+    throw new ResnextError(`checkpoint: ${file} expected a readable file, received ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'ERR_IO');
+  }
+  if (!st.isFile()) throw new ResnextError(`checkpoint: ${file} expected a file, received ${st.isDirectory() ? 'a directory' : 'not a regular file'}`, 'ERR_IO');
+  if (st.size > maxBytes) throw new ResnextError(`checkpoint: ${file} expected at most ${maxBytes} bytes, received ${st.size}`, 'ERR_IO');
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ResnextError(`checkpoint: ${file} expected a readable file, received ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'ERR_IO');
+  }
+}
+
+/** Checks a parsed state.json field by field, so a damaged file is ERR_IO naming the field, not a TypeError later. */
+function checkState(state: unknown, file: string): TrainingState {
+  const bad = (field: string, expected: string, v: unknown): never => {
+    throw new ResnextError(`checkpoint: ${file} expected ${field} to be ${expected}, received ${JSON.stringify(v)?.slice(0, 80) ?? String(v)}`, 'ERR_IO');
+  };
+  const obj = (v: unknown) => v !== null && typeof v === 'object' && !Array.isArray(v);
+  const count = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+  if (!obj(state)) bad('the whole file', 'a JSON object', state);
+  const s = state as Record<string, unknown>;
+  if (s.version !== 1) bad('version', '1', s.version);
+  for (const k of ['epoch', 'batchInEpoch', 'step', 'dataSeed']) if (!count(s[k])) bad(k, 'a non-negative integer', s[k]);
+  const o = s.optimizer as Record<string, unknown>;
+  if (!obj(o)) bad('optimizer', 'an object', o);
+  if (!count(o.step)) bad('optimizer.step', 'a non-negative integer', o.step);
+  if (typeof o.lr !== 'number' || !Number.isFinite(o.lr)) bad('optimizer.lr', 'a finite number', o.lr);
+  if (!obj(o.options)) bad('optimizer.options', 'an object', o.options);
+  if (!Array.isArray(o.hasBuffer) || !o.hasBuffer.every((b) => typeof b === 'boolean')) bad('optimizer.hasBuffer', 'an array of booleans', o.hasBuffer);
+  if (s.schedule !== null && !obj(s.schedule)) bad('schedule', 'an object or null', s.schedule);
+  const r = s.rng as Record<string, unknown>;
+  if (!obj(r) || !count(r.seed) || !count(r.offset)) bad('rng', '{ seed, offset } non-negative integers', r);
+  if (s.modelSpec !== undefined && !obj(s.modelSpec)) bad('modelSpec', 'an object', s.modelSpec);
+  if (!Array.isArray(s.history) || !s.history.every(obj)) bad('history', 'an array of objects', s.history);
+  return state as TrainingState;
+}
+
 /** Resolves a checkpoint directory: a step directory itself, or a parent with a `latest` file. */
 export function resolveCheckpoint(p: string): string {
   if (fs.existsSync(path.join(p, 'state.json'))) return p;
   const latest = path.join(p, 'latest');
   if (!fs.existsSync(latest))
     throw new ResnextError(`checkpoint: ${p} expected a checkpoint directory (with state.json) or a parent with a 'latest' file, received neither`, 'ERR_IO');
-  const name = fs.readFileSync(latest, 'utf8').trim();
+  const name = readSmallFile(latest).trim();
   const dir = path.join(p, name);
   if (!/^step-\d{8}$/.test(name) || !fs.existsSync(path.join(dir, 'state.json')))
     throw new ResnextError(`checkpoint: ${latest} expected the name of a complete checkpoint, received "${name}"`, 'ERR_IO');
@@ -97,13 +139,15 @@ export interface LoadedCheckpoint {
 
 export async function loadCheckpoint(p: string): Promise<LoadedCheckpoint> {
   const dir = resolveCheckpoint(p);
-  let state: TrainingState;
+  const file = path.join(dir, 'state.json');
+  const text = readSmallFile(file, 256 << 20);
+  let parsed: unknown;
   try {
-    state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as TrainingState;
+    parsed = JSON.parse(text);
   } catch (e) {
-    throw new ResnextError(`checkpoint: ${path.join(dir, 'state.json')} expected valid JSON, received an unreadable file (${(e as Error).message})`, 'ERR_IO');
+    throw new ResnextError(`checkpoint: ${file} expected valid JSON, received an unreadable file (${(e as Error).message})`, 'ERR_IO');
   }
-  if (state?.version !== 1) throw new ResnextError(`checkpoint: ${dir}/state.json expected version 1, received ${JSON.stringify(state?.version)}`, 'ERR_IO');
+  const state = checkState(parsed, file);
   const model = await loadSafetensors(path.join(dir, 'model.safetensors'));
   const optimizer = fs.existsSync(path.join(dir, 'optimizer.safetensors')) ? await loadSafetensors(path.join(dir, 'optimizer.safetensors')) : {};
   return { dir, state, model, optimizer };
