@@ -112,4 +112,12 @@ if [ -f build/Release/resnext.node ]; then
   fi
   say "CPU addon links no CUDA library"
 fi
+# The backend ABI compiled into the library is the one the addon's build and abi-hash.js compute.
+abi_cuda=$(cat build-cuda/backend-abi.txt 2>/dev/null || echo missing)
+abi_src=$(node scripts/abi-hash.js)
+[ "$abi_cuda" = "$abi_src" ] || die "build-cuda/backend-abi.txt ($abi_cuda) differs from scripts/abi-hash.js ($abi_src)"
+if [ -f build/backend-abi.txt ] && [ "$(cat build/backend-abi.txt)" != "$abi_src" ]; then
+  say "note: the CPU addon in build/ was built for backend ABI $(cat build/backend-abi.txt), the sources now give $abi_src: rebuild it before loading this library"
+fi
+say "backend ABI $abi_src"
 say "OK: $SO compiled and linked in $(($(date +%s) - t_start)) s"

@@ -77,6 +77,9 @@ describe('CUDA without a usable GPU', () => {
     console.log(`cuda.test.ts: ${JSON.stringify(info)}`);
     expect(info.name).toBeTruthy();
     expect(String(info.cudnnVersion)).toMatch(/^9\./);
+    // The library accepts only the cuDNN minor version it was built against (issue 14, finding 8).
+    expect(String(info.cudnnVersion).split('.').slice(0, 2)).toEqual(String(info.cudnnBuiltVersion).split('.').slice(0, 2));
+    expect(String(info.backendAbi)).toMatch(/^0x[0-9a-f]+$/);
     const t = rx.zeros([1024, 1024], { device: 'cuda' });
     expect(rx.memory('cuda').bytes).toBeGreaterThanOrEqual(4 << 20);
     t.dispose();

@@ -15,10 +15,16 @@
 
 namespace rx {
 
-// Bumped whenever this interface, the Kernels table (ops.h) or the layout of Tensor/Storage
-// changes: the CUDA backend is a separate shared library built against these headers, and the
-// loader refuses a library whose version differs.
-constexpr int kBackendAbiVersion = 3;
+// The CUDA backend is a separate shared library built against these headers; the loader and
+// the library refuse each other unless both were compiled from the same ones. The version is
+// not written by hand: the build computes it from the contents of backend.h, ops.h, tensor.h,
+// dtype.h and error.h (native/core/backend_abi.cmake for CMake, scripts/abi-hash.js for
+// binding.gyp) and passes it as RESNEXT_BACKEND_ABI. A build that does not (a bench compiling
+// sources by hand) gets 0, which no CUDA library accepts.
+#ifndef RESNEXT_BACKEND_ABI
+#define RESNEXT_BACKEND_ABI 0
+#endif
+constexpr uint64_t kBackendAbiVersion = RESNEXT_BACKEND_ABI;
 
 class Backend {
  public:
@@ -54,7 +60,7 @@ Backend &cpu_backend();
 // otherwise returns non-zero and writes why into err (what is missing and how to fix it).
 // A library may only use the inline parts of tensor.h / error.h (it cannot link against the
 // addon), which is why Tensor's accessors are all inline.
-using BackendEntryFn = int (*)(int abi_version, Backend **out, char *err, size_t err_len);
+using BackendEntryFn = int (*)(uint64_t abi_version, Backend **out, char *err, size_t err_len);
 constexpr const char *kCudaEntryName = "resnext_cuda_backend_create";
 
 struct CudaLoadResult {

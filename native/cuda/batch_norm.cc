@@ -8,11 +8,20 @@
 // the exact float statistics and beta: forward attaches them to save_invstd (Tensor::saved, the
 // backend interface's saved-state payload), so they live exactly as long as the tape keeps
 // that tensor for backward, and backward gets them back with it.
-// Eval uses cudnnBatchNormalizationForwardInference for plain BN and one own kernel for the
-// fused epilogues; eval backward (and training backward without a reserve) use own kernels.
+// When cuDNN refuses the fused call (NOT_SUPPORTED or BAD_PARAM: only C=256 at 56x56 was ever
+// measured in persistent NHWC), or RESNEXT_CUDA_BN_PERSISTENT=0, training falls back to our
+// own kernels (two-pass batch statistics, then the same epilogue as eval), and backward uses our
+// own kernels too. Persistent mode can overflow silently: the backend queries cuDNN's runtime
+// error flag at the next synchronisation or download (CudaBackend::check_bn_runtime).
+// Eval always uses our own kernel (cuDNN's inference path in bf16 NHWC was never measured;
+// ours covers every epilogue); eval backward (and training backward without a reserve) use own
+// kernels.
 // Statistics and parameters are float32 for every activation dtype (what cuDNN requires);
 // tensors of another dtype are converted through temporaries.
+#include <cstdlib>
+
 #include "cuda_backend.h"
+#include "policy.h"
 
 namespace rx::cuda {
 
@@ -117,29 +126,31 @@ void batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta
   y.set_layout(Layout::ChannelsLast);
 
   if (!a.training) {
-    if (a.act == BnAct::None && a.eps >= CUDNN_BN_MIN_EPSILON && rows * C > 0) {
-      TensorDesc xd, pd;
-      check_cudnn(cudnnSetTensor4dDescriptor(xd.d, CUDNN_TENSOR_NHWC, cudnn_type(x.dtype()), (int)N, (int)C, (int)H, (int)W),
-                  op);
-      check_cudnn(cudnnDeriveBNTensorDescriptor(pd.d, xd.d, CUDNN_BATCHNORM_SPATIAL), op);
-      float one = 1, zero = 0;
-      check_cudnn(cudnnBatchNormalizationForwardInference(be.cudnn_, CUDNN_BATCHNORM_SPATIAL, &one, &zero, xd.d, px, xd.d,
-                                                          y.raw(), pd.d, pg, pb, rm.p, rv.p, a.eps),
-                  op);
-      launch_bn_eval_forward(x.dtype(), nullptr, nullptr, nullptr, pg, pb, rm.p, rv.p, a.eps, a.act, rows, C, sm.p,
-                             si.p, be.stream_);
-    } else {
-      launch_bn_eval_forward(x.dtype(), px, pres, y.raw(), pg, pb, rm.p, rv.p, a.eps, a.act, rows, C, sm.p, si.p,
-                             be.stream_);
-    }
+    launch_bn_eval_forward(x.dtype(), px, pres, y.raw(), pg, pb, rm.p, rv.p, a.eps, a.act, rows, C, sm.p, si.p,
+                           be.stream_);
     sm.write_back();
     si.write_back();
     return;
   }
+  // Our own training kernels: when persistent mode is switched off or cuDNN refuses the call.
+  auto own_training = [&] {
+    DeviceBuffer scratch(be, 2 * C * sizeof(float));
+    launch_bn_train_forward(x.dtype(), px, pres, y.raw(), pg, pb, rm.p, rv.p, a.momentum, a.eps, a.act, rows, C, sm.p,
+                            si.p, scratch.as<float>(), be.stream_);
+    rm.write_back();
+    rv.write_back();
+    sm.write_back();
+    si.write_back();
+  };
+  if (!policy::bn_persistent_enabled(std::getenv("RESNEXT_CUDA_BN_PERSISTENT")) || rows * C == 0) {
+    own_training();
+    return;
+  }
 
-  if (a.eps < CUDNN_BN_MIN_EPSILON)
-    fail(ErrorCode::Arg, op, "eps", "at least " + std::to_string(CUDNN_BN_MIN_EPSILON) + " on cuda (cuDNN's minimum)",
-         std::to_string(a.eps));
+  if (a.eps < CUDNN_BN_MIN_EPSILON) {  // below cuDNN's minimum: our kernels take any eps, like the CPU
+    own_training();
+    return;
+  }
   FusedBnDescs bn(x.dtype(), N, C, H, W, a.act, op);
   const cudnnBatchNormMode_t mode = FusedBnDescs::mode;
   cudnnBatchNormOps_t ops = bn.ops;
@@ -147,10 +158,14 @@ void batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta
   cudnnActivationDescriptor_t ad = bn.act;
   cudnnTensorDescriptor_t zd = bn.z;
   size_t ws_bytes = 0, rs_bytes = 0;
-  check_cudnn(cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(be.cudnn_, mode, ops, xd, zd, xd, pd, ad,
-                                                                       &ws_bytes),
-              op);
-  check_cudnn(cudnnGetBatchNormalizationTrainingExReserveSpaceSize(be.cudnn_, mode, ops, ad, xd, &rs_bytes), op);
+  cudnnStatus_t q = cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(be.cudnn_, mode, ops, xd, zd, xd, pd, ad,
+                                                                            &ws_bytes);
+  if (q == CUDNN_STATUS_SUCCESS) q = cudnnGetBatchNormalizationTrainingExReserveSpaceSize(be.cudnn_, mode, ops, ad, xd, &rs_bytes);
+  if (policy::bn_falls_back(q)) {
+    own_training();
+    return;
+  }
+  check_cudnn(q, op);
   auto r = std::make_shared<BnReserve>();
   r->reserve_bytes = rs_bytes;
   if (rs_bytes) r->reserve = DeviceBuffer(be, rs_bytes);
@@ -165,11 +180,19 @@ void batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta
   if (ws_bytes) ws = DeviceBuffer(be, ws_bytes);
   float one = 1, zero = 0;
   // cuDNN's running variance uses the unbiased estimate and the factor is PyTorch's momentum.
-  check_cudnn(cudnnBatchNormalizationForwardTrainingEx(be.cudnn_, mode, ops, &one, &zero, xd, px, zd, pres, xd, y.raw(),
-                                                       pd, pg, pb, a.momentum, rm.p, rv.p, a.eps, r->mean.get(),
-                                                       r->invstd.get(), ad, ws.get(), ws_bytes, r->reserve.get(),
-                                                       rs_bytes),
-              op);
+  // cuDNN checks its arguments before it launches anything, so after a refusal the running
+  // statistics are expected to be untouched and the fallback starts from them (not measured).
+  cudnnStatus_t st = be.retry_on_alloc_failure([&] {
+    return cudnnBatchNormalizationForwardTrainingEx(be.cudnn_, mode, ops, &one, &zero, xd, px, zd, pres, xd, y.raw(),
+                                                    pd, pg, pb, a.momentum, rm.p, rv.p, a.eps, r->mean.get(),
+                                                    r->invstd.get(), ad, ws.get(), ws_bytes, r->reserve.get(), rs_bytes);
+  });
+  if (policy::bn_falls_back(st)) {
+    own_training();
+    return;
+  }
+  check_cudnn(st, op);
+  be.bn_persistent_pending_ = true;
   check_cuda(cudaMemcpyAsync(r->beta.get(), pb, C * sizeof(float), cudaMemcpyDeviceToDevice, be.stream_), op);
   check_cuda(cudaMemcpyAsync(sm.p, r->mean.get(), C * sizeof(float), cudaMemcpyDeviceToDevice, be.stream_), op);
   check_cuda(cudaMemcpyAsync(si.p, r->invstd.get(), C * sizeof(float), cudaMemcpyDeviceToDevice, be.stream_), op);
@@ -217,11 +240,14 @@ void batch_norm_backward(const Tensor &gy, const Tensor &x, const Tensor &y, con
     DeviceBuffer ws;
     if (ws_bytes) ws = DeviceBuffer(be, ws_bytes);
     float one = 1, zero = 0;
-    check_cudnn(cudnnBatchNormalizationBackwardEx(
-                    be.cudnn_, mode, ops, &one, &zero, &one, &zero, xd, px, xd, py, xd, pgy, dzd,
-                    gresidual ? gresidual->raw() : nullptr, xd, gx.raw(), pd, pgamma, r->beta.get(), gg.p, gb.p,
-                    a.eps, r->mean.get(), r->invstd.get(), ad, ws.get(), ws_bytes, r->reserve.get(), r->reserve_bytes),
+    check_cudnn(be.retry_on_alloc_failure([&] {
+      return cudnnBatchNormalizationBackwardEx(be.cudnn_, mode, ops, &one, &zero, &one, &zero, xd, px, xd, py, xd, pgy,
+                                               dzd, gresidual ? gresidual->raw() : nullptr, xd, gx.raw(), pd, pgamma,
+                                               r->beta.get(), gg.p, gb.p, a.eps, r->mean.get(), r->invstd.get(), ad,
+                                               ws.get(), ws_bytes, r->reserve.get(), r->reserve_bytes);
+    }),
                 op);
+    be.bn_persistent_pending_ = true;
   } else {
     // Eval mode, or a y that did not come from our training forward: own kernels with the saved
     // statistics the op layer passes (exact float ones when we still hold them).

@@ -6,17 +6,30 @@
 // Why the graph API: the legacy cudnnConvolution* calls with a group count only reach the classic
 // algorithms and are 2.4-4.8x slower than PyTorch (which uses the graph API) on every grouped
 // ResNeXt-50 shape on an H200 (../../shared/anchors/grouped-conv-h200.md).
-// Engine choice: per (direction, dtype, shape, stride, padding) the graph is built once with
-// every candidate plan from heuristics A plus the fallback list, each plan is timed on the
-// call's own buffers (a warm-up, then the best of three) and the fastest is kept for the process. Workspace comes from the backend's
-// allocator. fp32 may use TF32 tensor cores unless RESNEXT_CUDA_STRICT_FP32=1; accumulation is
-// always float.
+// Engine choice: per (direction, dtype, shape, stride, padding) the graph is built once. The
+// candidates are heuristics A plus the fallback list, minus engines that convert fp32 inputs
+// down or reduce in reduced precision (and tensor cores in strict fp32), in heuristic order.
+// Building a plan can compile a kernel at run time (0.5-3 s), so autotuning builds at most 8 of
+// them and stops after a per-graph time budget (policy::autotune, RESNEXT_CUDA_AUTOTUNE_MAX,
+// RESNEXT_CUDA_AUTOTUNE_BUDGET_MS); each built plan runs once as a warm-up and is timed on the
+// call's own buffers. RESNEXT_CUDA_AUTOTUNE=0 takes the first plan that builds and runs, and so
+// does every graph once the process has spent RESNEXT_CUDA_AUTOTUNE_TOTAL_MS on tuning.
+// The choice is kept for the process and appended to an on-disk cache keyed by GPU, cuDNN and
+// frontend versions, direction, dtype, layout and shape (policy::plan_cache_key), so a later
+// process builds only the chosen engine. RESNEXT_CUDA_AUTOTUNE_LOG=<file> appends one JSON line
+// per graph (candidates, plans built and timed, time spent, chosen engine). Workspace comes from
+// the backend's allocator. fp32 may use TF32 tensor cores unless RESNEXT_CUDA_STRICT_FP32=1;
+// accumulation is always float.
 #include <cudnn_frontend.h>
+#include <fcntl.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <sstream>
 
 #include "cuda_backend.h"
+#include "policy.h"
 
 namespace rx::cuda {
 
@@ -38,8 +51,9 @@ struct ConvShape {
 struct ConvPlan {
   std::shared_ptr<fe::graph::Graph> graph;
   std::shared_ptr<fe::graph::Tensor_attributes> in0, in1, out;  // fwd: x, w -> y; dgrad: dy, w -> dx; wgrad: dy, x -> dw
-  int64_t index = 0;  // the fastest plan, by timing
+  int64_t index = 0;  // the chosen plan
   int64_t workspace = 0;
+  std::string engine;
 };
 
 void check_fe(fe::error_t e, ConvDir d, const char *step) {
@@ -65,6 +79,11 @@ struct ConvCache {
 
 std::shared_ptr<ConvCache> make_conv_cache() { return std::make_shared<ConvCache>(); }
 
+std::string conv_plan_cache_path() {
+  return policy::plan_cache_path(std::getenv("RESNEXT_CUDA_PLAN_CACHE"), std::getenv("XDG_CACHE_HOME"),
+                                 std::getenv("HOME"));
+}
+
 namespace {
 
 std::string plan_key(ConvDir d, DType dt, const ConvShape &s, bool strict) {
@@ -72,6 +91,74 @@ std::string plan_key(ConvDir d, DType dt, const ConvShape &s, bool strict) {
   k << (int)d << ':' << (int)dt << ':' << s.N << ',' << s.C << ',' << s.H << ',' << s.W << ':' << s.K << ',' << s.Cg
     << ',' << s.R << ',' << s.S << ':' << s.sh << ',' << s.sw << ',' << s.ph << ',' << s.pw << ':' << strict;
   return k.str();
+}
+
+fe::NumericalNote_t fe_note(policy::Note n) {
+  switch (n) {
+    case policy::Note::DownConvertInputs: return fe::NumericalNote_t::DOWN_CONVERT_INPUTS;
+    case policy::Note::ReducedPrecisionReduction: return fe::NumericalNote_t::REDUCED_PRECISION_REDUCTION;
+    case policy::Note::TensorCore: return fe::NumericalNote_t::TENSOR_CORE;
+  }
+  return fe::NumericalNote_t::NOT_SET;
+}
+
+// The GPU part of the on-disk cache key: name, compute capability and SM count.
+const std::string &gpu_identity(CudaBackend &be) {
+  static std::string id;
+  if (id.empty()) {
+    cudaDeviceProp prop{};
+    check_cuda(cudaGetDeviceProperties(&prop, be.device_), "cudaGetDeviceProperties");
+    id = std::string(prop.name) + "|sm" + std::to_string(prop.major) + std::to_string(prop.minor) + "|" +
+         std::to_string(prop.multiProcessorCount);
+  }
+  return id;
+}
+
+struct DiskCache {
+  bool loaded = false;
+  std::string path;
+  std::map<std::string, policy::PlanRecord> records;
+};
+DiskCache &disk_cache() {
+  static DiskCache d;
+  if (!d.loaded) {
+    d.loaded = true;
+    d.path = conv_plan_cache_path();
+    d.records = policy::load_plan_cache(d.path);
+  }
+  return d;
+}
+
+std::string json_str(const std::string &v) {
+  std::string o = "\"";
+  for (char c : v) {
+    if (c == '"' || c == '\\') o += '\\';
+    if ((unsigned char)c >= 0x20) o += c;
+  }
+  return o + "\"";
+}
+
+void log_autotune(ConvDir d, DType dt, const std::string &key, int64_t count, int rtc, const policy::TuneResult &r,
+                  int64_t workspace) {
+  const char *path = std::getenv("RESNEXT_CUDA_AUTOTUNE_LOG");
+  if (!path || !*path) return;
+  std::ostringstream o;
+  o << "{\"op\":" << json_str(dir_name(d)) << ",\"dtype\":" << json_str(dtype_name(dt)) << ",\"key\":" << json_str(key)
+    << ",\"candidates\":" << count << ",\"runtimeCompiled\":" << rtc << ",\"considered\":" << r.considered
+    << ",\"built\":" << r.built << ",\"timed\":" << r.timed << ",\"tuneMs\":" << r.tune_ms
+    << ",\"chosen\":" << json_str(r.chosen_name) << ",\"chosenMs\":" << r.chosen_ms
+    << ",\"workspace\":" << workspace << ",\"fromCache\":" << (r.from_cache ? "true" : "false")
+    << ",\"stop\":" << json_str(r.stop_reason) << "}\n";
+  std::string line = o.str();
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  ssize_t w = write(fd, line.data(), line.size());
+  (void)w;
+  close(fd);
+}
+
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 std::shared_ptr<ConvPlan> build_plan(CudaBackend &be, ConvDir d, DType dt, const ConvShape &s, const void *in0,
@@ -114,69 +201,113 @@ std::shared_ptr<ConvPlan> build_plan(CudaBackend &be, ConvDir d, DType dt, const
   check_fe(g->validate(), d, "validation");
   check_fe(g->build_operation_graph(h), d, "build");
   check_fe(g->create_execution_plans({fe::HeurMode_t::A, fe::HeurMode_t::FALLBACK}), d, "heuristics");
-  if (dt == DType::F32 && be.strict_fp32())
-    g->deselect_numeric_notes({fe::NumericalNote_t::DOWN_CONVERT_INPUTS, fe::NumericalNote_t::TENSOR_CORE});
+  // Deselection only marks configurations; nothing is built yet (cuDNN >= 9.2 checks support
+  // and workspace per configuration without building it).
+  std::vector<fe::NumericalNote_t> notes;
+  for (policy::Note n : policy::deselected_notes(dt == DType::F32, be.strict_fp32())) notes.push_back(fe_note(n));
+  g->deselect_numeric_notes(notes);
   g->deselect_workspace_greater_than(workspace_cap());
-  check_fe(g->check_support(h), d, "support check (no engine supports this convolution)");
-  check_fe(g->build_plans(h, fe::BuildPlanPolicy_t::ALL), d, "plan build");
 
-  // Time every built plan on the call's buffers (the output is overwritten by the real call):
-  // one warm-up, then the best of three. Plans that fail to run are skipped.
-  int64_t count = g->get_execution_plan_count(), max_ws = 0;
+  int64_t count = g->get_execution_plan_count();
+  std::vector<policy::Candidate> cands;
+  int rtc = 0;
   for (int64_t i = 0; i < count; i++) {
-    int64_t ws = 0;
-    if (g->get_workspace_size_plan_at_index(i, ws).is_good()) max_ws = std::max(max_ws, ws);
+    std::string name;
+    if (g->get_plan_name_at_index(i, name).is_bad()) name = "plan" + std::to_string(i);
+    std::vector<fe::BehaviorNote_t> bn;
+    bool compiled = g->get_behavior_notes_for_plan_at_index(i, bn).is_good() &&
+                    std::find(bn.begin(), bn.end(), fe::BehaviorNote_t::RUNTIME_COMPILATION) != bn.end();
+    rtc += compiled;
+    cands.push_back({name, compiled});
   }
+
+  policy::PlanKeyParts kp{gpu_identity(be), cudnnGetVersion(), CUDNN_FRONTEND_VERSION, (int)d, dtype_name(dt), "NHWC",
+                          s.N, s.C, s.H, s.W, s.K, s.Cg, s.R, s.S, s.P, s.Q, s.sh, s.sw, s.ph, s.pw, be.strict_fp32()};
+  std::string key = policy::plan_cache_key(kp);
+  DiskCache &dc = disk_cache();
+  auto cached = dc.records.find(key);
+
   std::unordered_map<std::shared_ptr<fe::graph::Tensor_attributes>, void *> pack{
       {plan->in0, const_cast<void *>(in0)}, {plan->in1, const_cast<void *>(in1)}, {plan->out, out}};
-  DeviceBuffer ws_buf;
-  try {
-    if (max_ws) ws_buf = DeviceBuffer(be, (size_t)max_ws);
-  } catch (const Error &) {
-    max_ws = -1;  // no room for the largest candidate: only time plans that need no workspace
-  }
   cudaStream_t st = be.stream();
   cudaEvent_t t0, t1;
   check_cuda(cudaEventCreate(&t0), "cudaEventCreate");
   check_cuda(cudaEventCreate(&t1), "cudaEventCreate");
-  int64_t best = -1;
-  float best_ms = 0;
   std::string last_error;
-  for (int64_t i = 0; i < count; i++) {
+  DeviceBuffer ws_buf;
+  policy::TuneOps ops;
+  ops.now_ms = now_ms;
+  ops.build = [&](int64_t i) {
+    auto e = g->build_plan_at_index(h, i);
+    if (e.is_bad()) last_error = e.get_message();
+    return e.is_good();
+  };
+  ops.time = [&](int64_t i, int runs, float &ms) {
     int64_t ws = 0;
-    if (!g->get_workspace_size_plan_at_index(i, ws).is_good() || (max_ws < 0 && ws > 0)) continue;
+    if (g->get_workspace_size_plan_at_index(i, ws).is_bad()) return false;
+    if ((size_t)ws > ws_buf.bytes() || (ws > 0 && !ws_buf.get())) {
+      ws_buf = DeviceBuffer();
+      try {
+        ws_buf = DeviceBuffer(be, (size_t)ws);
+      } catch (const Error &err) {
+        if (err.code() != ErrorCode::OOM) throw;  // a lost context is not a reason to try another plan
+        last_error = err.what();
+        return false;
+      }
+    }
     auto e = g->execute_plan_at_index(h, pack, ws_buf.get(), i);
     if (e.is_bad()) {
       last_error = e.get_message();
-      continue;
+      return false;
     }
-    float ms = 1e30f;
-    for (int rep = 0; rep < 3; rep++) {
-      cudaEventRecord(t0, st);
+    ms = 0;
+    if (runs <= 0) return true;
+    ms = 1e30f;
+    for (int rep = 0; rep < runs; rep++) {
+      check_cuda(cudaEventRecord(t0, st), dir_name(d));
       (void)g->execute_plan_at_index(h, pack, ws_buf.get(), i);  // ran fine in the warm-up
-      cudaEventRecord(t1, st);
-      cudaEventSynchronize(t1);
+      check_cuda(cudaEventRecord(t1, st), dir_name(d));
+      check_cuda(cudaEventSynchronize(t1), dir_name(d));
       float m = 0;
-      cudaEventElapsedTime(&m, t0, t1);
+      check_cuda(cudaEventElapsedTime(&m, t0, t1), dir_name(d));
       ms = std::min(ms, m);
     }
-    if (best < 0 || ms < best_ms) {
-      best = i;
-      best_ms = ms;
-    }
+    return true;
+  };
+  policy::TuneLimits lim =
+      policy::tune_limits(std::getenv("RESNEXT_CUDA_AUTOTUNE"), std::getenv("RESNEXT_CUDA_AUTOTUNE_MAX"),
+                          std::getenv("RESNEXT_CUDA_AUTOTUNE_BUDGET_MS"), std::getenv("RESNEXT_CUDA_AUTOTUNE_TOTAL_MS"));
+  static double tuned_total_ms = 0;  // this process's tuning time so far (under the backend's lock)
+  policy::TuneResult r;
+  try {
+    r = policy::autotune(cands, lim, cached == dc.records.end() ? std::string() : cached->second.engine, ops,
+                         tuned_total_ms);
+    tuned_total_ms += r.tune_ms;
+  } catch (...) {
+    cudaEventDestroy(t0);
+    cudaEventDestroy(t1);
+    throw;
   }
   cudaEventDestroy(t0);
   cudaEventDestroy(t1);
   cudaGetLastError();  // a failing candidate must not leave an error behind for the next launch
-  if (best < 0)
+  if (r.chosen < 0)
     throw Error(ErrorCode::Cudnn, std::string(dir_name(d)) + ": none of the " + std::to_string(count) +
-                                      " cuDNN engine plans could run this convolution" +
+                                      " cuDNN engine configurations could run this convolution (" +
+                                      std::to_string(r.built) + " built)" +
                                       (last_error.empty() ? "" : " (last error: " + last_error + ")"));
   int64_t ws = 0;
-  check_fe(g->get_workspace_size_plan_at_index(best, ws), d, "workspace query");
-  plan->index = best;
+  check_fe(g->get_workspace_size_plan_at_index(r.chosen, ws), d, "workspace query");
+  plan->index = r.chosen;
   plan->workspace = ws;
+  plan->engine = r.chosen_name;
   plan->graph = g;
+  log_autotune(d, dt, key, count, rtc, r, ws);
+  if (!r.from_cache && r.timed > 0) {  // only timed choices are worth keeping
+    policy::PlanRecord rec{key, r.chosen_name, r.chosen_ms, ws};
+    dc.records[key] = rec;
+    policy::append_plan_record(dc.path, rec);
+  }
   return plan;
 }
 
@@ -195,7 +326,12 @@ void run_conv(CudaBackend &be, ConvCache &cache, ConvDir d, DType dt, const Conv
       {plan->in0, const_cast<void *>(in0)}, {plan->in1, const_cast<void *>(in1)}, {plan->out, out}};
   DeviceBuffer ws;
   if (plan->workspace) ws = DeviceBuffer(be, (size_t)plan->workspace);
-  check_fe(plan->graph->execute_plan_at_index(be.cudnn(), pack, ws.get(), plan->index), d, "execution");
+  auto e = plan->graph->execute_plan_at_index(be.cudnn(), pack, ws.get(), plan->index);
+  if (e.is_bad() && policy::frontend_message_is_alloc_failure(e.get_message())) {
+    be.alloc_.release_cached();  // cuDNN could not allocate: give it our cached blocks (finding 7)
+    e = plan->graph->execute_plan_at_index(be.cudnn(), pack, ws.get(), plan->index);
+  }
+  check_fe(e, d, "execution");
 }
 
 void check_conv_dtype(DType dt, const char *op) {

@@ -5,6 +5,7 @@
 #include "cuda_backend.h"
 
 #include <cublasLt.h>
+#include <cudnn_frontend_version.h>
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -13,93 +14,34 @@
 #include <cstring>
 #include <sstream>
 
+#include "policy.h"
+
 namespace rx::cuda {
 
 #define RX_LOCK std::lock_guard<std::recursive_mutex> lock_(mu_)
 
 // ---------------------------------------------------------------- errors
 
-void throw_cuda(cudaError_t e, const char *what) {
-  cudaGetLastError();  // clear a non-sticky error so the next call starts clean
-  ErrorCode code = e == cudaErrorMemoryAllocation ? ErrorCode::OOM : ErrorCode::Cuda;
-  throw Error(code, std::string(what) + ": CUDA error " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
-}
+// throw_cuda and the caching allocator live in memory.cc (tested without a GPU).
 
 void check_cudnn(cudnnStatus_t s, const char *what) {
   if (s == CUDNN_STATUS_SUCCESS) return;
   char detail[512] = {0};
   cudnnGetLastErrorString(detail, sizeof detail);
-  ErrorCode code = s == CUDNN_STATUS_ALLOC_FAILED ? ErrorCode::OOM : ErrorCode::Cudnn;
-  throw Error(code, std::string(what) + ": cuDNN error " + cudnnGetErrorString(s) + (detail[0] ? std::string(" (") + detail + ")" : ""));
+  throw Error(policy::code_for(s), std::string(what) + ": cuDNN error " + cudnnGetErrorString(s) +
+                                       (detail[0] ? std::string(" (") + detail + ")" : ""));
 }
+
+bool policy_is_alloc_failure(cudnnStatus_t s) { return policy::is_alloc_failure(s); }
+bool policy_is_alloc_failure(cublasStatus_t s) { return policy::is_alloc_failure(s); }
 
 void check_cublas(cublasStatus_t s, const char *what) {
   if (s == CUBLAS_STATUS_SUCCESS) return;
-  ErrorCode code = s == CUBLAS_STATUS_ALLOC_FAILED ? ErrorCode::OOM : ErrorCode::Cuda;
-  throw Error(code, std::string(what) + ": cuBLAS error " + cublasGetStatusName(s) + " (" + cublasGetStatusString(s) + ")");
+  throw Error(policy::code_for(s), std::string(what) + ": cuBLAS error " + cublasGetStatusName(s) + " (" +
+                                       cublasGetStatusString(s) + ")");
 }
 
-// ---------------------------------------------------------------- allocator
-
-size_t CachingAllocator::round_size(size_t bytes) {
-  constexpr size_t kSmall = 512, kLarge = 2u << 20, kSplit = 1u << 20;
-  if (bytes < kSplit) return std::max(kSmall, (bytes + kSmall - 1) / kSmall * kSmall);
-  return (bytes + kLarge - 1) / kLarge * kLarge;
-}
-
-void *CachingAllocator::allocate(size_t bytes) {
-  size_t size = round_size(bytes);
-  // Exact size first, then a cached block at most 25% larger (keeps fragmentation bounded).
-  auto it = free_.lower_bound(size);
-  if (it != free_.end() && it->first <= size + size / 4) {
-    void *p = it->second;
-    size_t got = it->first;
-    free_.erase(it);
-    live_[p] = got;
-    allocated_ += (int64_t)got;
-    return p;
-  }
-  void *p = nullptr;
-  cudaError_t e = cudaMalloc(&p, size);
-  if (e != cudaSuccess) {
-    cudaGetLastError();
-    release_cached();
-    e = cudaMalloc(&p, size);
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      size_t free_b = 0, total_b = 0;
-      cudaMemGetInfo(&free_b, &total_b);
-      std::ostringstream m;
-      m << "alloc: out of GPU memory allocating " << bytes << " bytes on cuda:0 (" << allocated_
-        << " bytes in live tensors, " << reserved_ << " reserved by resnext, " << free_b << " of " << total_b
-        << " free on the device); free tensors (dispose/tidy) or use a smaller batch";
-      throw Error(ErrorCode::OOM, m.str());
-    }
-  }
-  live_[p] = size;
-  reserved_ += (int64_t)size;
-  allocated_ += (int64_t)size;
-  peak_reserved_ = std::max(peak_reserved_, reserved_);
-  return p;
-}
-
-void CachingAllocator::deallocate(void *p) {
-  auto it = live_.find(p);
-  if (it == live_.end()) return;  // not ours; never throw from a destructor path
-  allocated_ -= (int64_t)it->second;
-  free_.emplace(it->second, p);
-  live_.erase(it);
-}
-
-void CachingAllocator::release_cached() {
-  if (free_.empty()) return;
-  // cudaFree synchronises the device, so blocks whose last readers are still queued are safe.
-  for (auto &[size, p] : free_) {
-    cudaFree(p);
-    reserved_ -= (int64_t)size;
-  }
-  free_.clear();
-}
+// ---------------------------------------------------------------- device buffers
 
 DeviceBuffer::DeviceBuffer(CudaBackend &b, size_t bytes) : be_(&b), bytes_(bytes) { p_ = b.raw_allocate(bytes); }
 DeviceBuffer::~DeviceBuffer() {
@@ -162,11 +104,10 @@ CudaBackend::CudaBackend() {
                                        "): check that `nvidia-smi` lists a GPU and that CUDA_VISIBLE_DEVICES does not "
                                        "hide it");
   }
-  size_t cudnn_v = cudnnGetVersion();
-  if (cudnn_v < 90000)
-    throw Error(ErrorCode::Device, "cuDNN " + std::to_string(cudnn_v) +
-                                       " was loaded but resnext needs cuDNN 9 (libcudnn.so.9, 9.14 or newer tested): "
-                                       "install cuDNN 9 for CUDA 13 (apt cudnn9-cuda-13 or pip nvidia-cudnn-cu13)");
+  // Exactly the cuDNN minor version whose headers we were compiled with (finding 8): the graph
+  // API's engines and the frontend's expectations change between minor versions.
+  std::string cudnn_problem = policy::cudnn_version_problem(cudnnGetVersion(), CUDNN_VERSION);
+  if (!cudnn_problem.empty()) throw Error(ErrorCode::Device, cudnn_problem);
   cudaDeviceProp prop{};
   check_cuda(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
   if (prop.major < 8)
@@ -191,6 +132,10 @@ CudaBackend::~CudaBackend() {
   // Only reached if construction half-failed or a host deletes us; the loaded backend lives
   // for the whole process (tensors may be freed during static destruction).
   conv_.reset();
+  for (auto &slot : staging_) {
+    if (slot.done) cudaEventDestroy(slot.done);
+    if (slot.buf) cudaFreeHost(slot.buf);
+  }
   if (host_flag_) cudaFreeHost(host_flag_);
   if (cublas_) cublasDestroy(cublas_);
   if (cudnn_) cudnnDestroy(cudnn_);
@@ -222,6 +167,27 @@ int64_t CudaBackend::reserved_bytes() {
 void CudaBackend::synchronize() {
   RX_LOCK;
   check_cuda(cudaStreamSynchronize(stream_), "synchronize");
+  check_bn_runtime("synchronize");
+}
+
+void CudaBackend::check_bn_runtime(const char *what) {
+  if (!bn_persistent_pending_) return;
+  bn_persistent_pending_ = false;
+  // cuDNN's persistent batch norm can overflow silently; the only report is this flag, read
+  // once the stream is idle (the callers synchronise first, so NONBLOCKING is up to date).
+  // The query is deprecated in cuDNN 9 (still declared in cudnn_graph.h): if it fails itself,
+  // that is no reason to fail the caller's download, so only a reported overflow throws.
+  cudnnStatus_t rs = CUDNN_STATUS_SUCCESS;
+  if (cudnnQueryRuntimeError(cudnn_, &rs, CUDNN_ERRQUERY_NONBLOCKING, nullptr) != CUDNN_STATUS_SUCCESS) return;
+  if (rs == CUDNN_STATUS_RUNTIME_FP_OVERFLOW)
+    throw Error(ErrorCode::Cudnn, std::string(what) + ": cuDNN reported " + cudnnGetErrorString(rs) +
+                                      " from a batch norm in CUDNN_BATCHNORM_SPATIAL_PERSISTENT mode since the last "
+                                      "synchronisation (its results are not reliable); set RESNEXT_CUDA_BN_PERSISTENT=0 "
+                                      "to use the non-persistent kernels");
+}
+
+void CudaBackend::upload(void *dst, const void *src, size_t n) {
+  staged_upload(staging_, 2, staging_next_, kStagingBytes, dst, src, n, stream_);
 }
 
 std::string CudaBackend::device_info_json() {
@@ -245,7 +211,10 @@ std::string CudaBackend::device_info_json() {
     << ",\"cublasVersion\":\"" << cublas_v / 10000 << "." << (cublas_v / 100) % 100 << "." << cublas_v % 100 << "\""
     << ",\"cublasLtVersion\":" << cublasLtGetVersion() << ",\"reservedBytes\":" << alloc_.reserved_bytes()
     << ",\"allocatedBytes\":" << alloc_.allocated_bytes() << ",\"peakReservedBytes\":" << alloc_.peak_reserved_bytes()
-    << ",\"tf32\":" << (strict_fp32_ ? "false" : "true") << "}";
+    << ",\"tf32\":" << (strict_fp32_ ? "false" : "true") << ",\"cudnnBuiltVersion\":\""
+    << policy::cudnn_version_str(CUDNN_VERSION) << "\",\"cudnnFrontendVersion\":" << CUDNN_FRONTEND_VERSION
+    << ",\"backendAbi\":\"0x" << std::hex << kBackendAbiVersion << std::dec << "\",\"planCache\":\""
+    << json_escape(conv_plan_cache_path()) << "\"}";
   return o.str();
 }
 
@@ -394,14 +363,13 @@ void copy(const Tensor &src, Tensor &dst) {
       return;
     }
     if (!to_nhwc) {
-      // Pageable source: cudaMemcpyAsync stages it before returning, so the caller may free it.
-      check_cuda(cudaMemcpyAsync(dst.raw(), src.raw(), n, cudaMemcpyHostToDevice, be.stream_), "copy to cuda");
+      be.upload(dst.raw(), src.raw(), n);
       if (dst.ndim() == 4 && dtype_is_float(dst.dtype())) dst.set_layout(Layout::ChannelsLast);  // same bytes
       else dst.set_layout(Layout::Contiguous);
       return;
     }
     DeviceBuffer tmp(be, n);
-    check_cuda(cudaMemcpyAsync(tmp.get(), src.raw(), n, cudaMemcpyHostToDevice, be.stream_), "copy to cuda");
+    be.upload(tmp.get(), src.raw(), n);
     be.convert_layout(tmp.get(), false, dst.raw(), true, dst.shape(), es);
     dst.set_layout(Layout::ChannelsLast);
     return;
@@ -412,6 +380,7 @@ void copy(const Tensor &src, Tensor &dst) {
     const void *p = be.contiguous_data(src, tmp);
     check_cuda(cudaMemcpyAsync(dst.raw(), p, n, cudaMemcpyDeviceToHost, be.stream_), "copy to cpu");
     check_cuda(cudaStreamSynchronize(be.stream_), "copy to cpu");
+    be.check_bn_runtime("copy to cpu");
     return;
   }
   throw Error(ErrorCode::Device, "copy: the CUDA backend expected a cuda tensor on one side, received " +
@@ -596,8 +565,10 @@ void matmul(const Tensor &a, const Tensor &b, bool ta, bool tb, const Tensor *bi
   int lda = (int)a.dim(1), ldb = (int)b.dim(1), ldc = (int)N;
   if (dt == DType::F64) {
     double alpha = 1, beta = bias ? 1 : 0;
-    check_cublas(cublasGemmEx(be.cublas_, opb, opa, (int)N, (int)M, (int)K, &alpha, b.raw(), CUDA_R_64F, ldb, a.raw(),
-                              CUDA_R_64F, lda, &beta, out.raw(), CUDA_R_64F, ldc, CUBLAS_COMPUTE_64F, CUBLAS_GEMM_DEFAULT),
+    check_cublas(be.retry_on_alloc_failure([&] {
+      return cublasGemmEx(be.cublas_, opb, opa, (int)N, (int)M, (int)K, &alpha, b.raw(), CUDA_R_64F, ldb, a.raw(),
+                          CUDA_R_64F, lda, &beta, out.raw(), CUDA_R_64F, ldc, CUBLAS_COMPUTE_64F, CUBLAS_GEMM_DEFAULT);
+    }),
                  "matmul");
     return;
   }
@@ -605,8 +576,10 @@ void matmul(const Tensor &a, const Tensor &b, bool ta, bool tb, const Tensor *bi
   cudaDataType_t t = dt == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
   cublasComputeType_t ct =
       dt == DType::BF16 ? CUBLAS_COMPUTE_32F : (be.strict_fp32_ ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32);
-  check_cublas(cublasGemmEx(be.cublas_, opb, opa, (int)N, (int)M, (int)K, &alpha, b.raw(), t, ldb, a.raw(), t, lda, &beta,
-                            out.raw(), t, ldc, ct, CUBLAS_GEMM_DEFAULT),
+  check_cublas(be.retry_on_alloc_failure([&] {
+    return cublasGemmEx(be.cublas_, opb, opa, (int)N, (int)M, (int)K, &alpha, b.raw(), t, ldb, a.raw(), t, lda, &beta,
+                        out.raw(), t, ldc, ct, CUBLAS_GEMM_DEFAULT);
+  }),
                "matmul");
 }
 const bool matmul_set = set_kernel(cuda_kernels().matmul, &matmul);
@@ -707,7 +680,7 @@ CudaBackend &CudaBackend::get() { return *g_backend; }
 
 // ---------------------------------------------------------------- entry point
 
-extern "C" __attribute__((visibility("default"))) int resnext_cuda_backend_create(int abi_version,
+extern "C" __attribute__((visibility("default"))) int resnext_cuda_backend_create(uint64_t abi_version,
                                                                                    rx::Backend **out, char *err,
                                                                                    size_t err_len) {
   auto say = [&](const std::string &m) {
@@ -718,10 +691,18 @@ extern "C" __attribute__((visibility("default"))) int resnext_cuda_backend_creat
     return 1;
   }
   *out = nullptr;
-  if (abi_version != rx::kBackendAbiVersion) {
-    say("the CUDA backend library was built for backend ABI version " + std::to_string(rx::kBackendAbiVersion) +
-        " but the resnext addon uses version " + std::to_string(abi_version) +
-        ": rebuild it from the same sources with `npm run build:cuda`");
+  // The version is a hash of the shared core headers (backend_abi.cmake); 0 means a build that
+  // did not compute it, which never matches.
+  if (abi_version != rx::kBackendAbiVersion || abi_version == 0 || rx::kBackendAbiVersion == 0) {
+    auto hex = [](uint64_t v) {
+      char b[32];
+      std::snprintf(b, sizeof b, "0x%llx", (unsigned long long)v);
+      return std::string(b);
+    };
+    say("the CUDA backend library was built for backend ABI " + hex(rx::kBackendAbiVersion) +
+        " but the resnext addon uses ABI " + hex(abi_version) +
+        " (they were compiled from different native/core headers): rebuild both from the same sources "
+        "(`npm run build:native` and `npm run build:cuda`)");
     return 2;
   }
   try {

@@ -27,43 +27,19 @@
 #include <vector>
 
 #include "../core/backend.h"
+#include "memory.h"
 
 namespace rx::cuda {
 
 // ---------------------------------------------------------------- errors
 
-[[noreturn]] void throw_cuda(cudaError_t e, const char *what);
-inline void check_cuda(cudaError_t e, const char *what) {
-  if (e != cudaSuccess) throw_cuda(e, what);
-}
+// throw_cuda, check_cuda, the caching allocator and the staged upload: memory.h.
 void check_cudnn(cudnnStatus_t s, const char *what);
 void check_cublas(cublasStatus_t s, const char *what);
+bool policy_is_alloc_failure(cudnnStatus_t s);
+bool policy_is_alloc_failure(cublasStatus_t s);
 // After a kernel launch: catches bad launch configurations (asynchronous faults surface later).
 inline void check_launch(const char *what) { check_cuda(cudaGetLastError(), what); }
-
-// ---------------------------------------------------------------- allocator
-
-// Stream-ordered caching allocator. With a single stream, a block freed by the host can be
-// handed to the next allocation at once: the kernels that still read it were queued earlier
-// on the same stream, so they finish before anything the new owner queues.
-// Sizes are rounded (512 B below 1 MiB, 2 MiB above) so a training loop's repeated shapes hit
-// exact-size free lists. cudaMalloc failure frees every cached block and retries once, then
-// throws ERR_OOM; nothing is left half-done, so the process keeps working.
-class CachingAllocator {
- public:
-  void *allocate(size_t bytes);
-  void deallocate(void *p);
-  void release_cached();  // cudaFree every cached (unused) block
-  int64_t reserved_bytes() const { return reserved_; }
-  int64_t allocated_bytes() const { return allocated_; }
-  int64_t peak_reserved_bytes() const { return peak_reserved_; }
-  static size_t round_size(size_t bytes);
-
- private:
-  std::multimap<size_t, void *> free_;       // size -> block, unused
-  std::unordered_map<void *, size_t> live_;  // block -> size, handed out
-  int64_t reserved_ = 0, allocated_ = 0, peak_reserved_ = 0;
-};
 
 class CudaBackend;
 
@@ -157,6 +133,12 @@ void launch_sgd_step(DType dt, void *p, const void *g, void *m, int64_t n, const
 void launch_bn_eval_forward(DType dt, const void *x, const void *residual, void *y, const float *gamma,
                             const float *beta, const float *mean, const float *var, double eps, BnAct act,
                             int64_t rows, int64_t C, float *save_mean, float *save_invstd, cudaStream_t s);
+// Own training forward (when cuDNN's fused call is not used): batch statistics into save_mean /
+// save_invstd, running statistics updated in place, y = act(bn(x) [+ residual]); scratch 2*C floats.
+void launch_bn_train_forward(DType dt, const void *x, const void *residual, void *y, const float *gamma,
+                             const float *beta, float *running_mean, float *running_var, double momentum, double eps,
+                             BnAct act, int64_t rows, int64_t C, float *save_mean, float *save_invstd, float *scratch,
+                             cudaStream_t s);
 // Own backward (eval mode, and training mode when cuDNN's reserve space is not available):
 // sums[0..C) = sum g, sums[C..2C) = sum g*(x-mean), g masked by y > 0 when act != None.
 void launch_bn_backward(DType dt, const void *gy, const void *x, const void *y, const float *gamma,
@@ -168,6 +150,8 @@ void launch_bn_backward(DType dt, const void *gy, const void *x, const void *y, 
 struct BnReserve;   // cuDNN reserve space + exact float statistics, attached to save_invstd
 struct ConvCache;   // engine choice per (direction, shape, dtype), see conv2d.cc
 std::shared_ptr<ConvCache> make_conv_cache();
+// Where convolution engine choices persist between runs (policy::plan_cache_path), "" if nowhere.
+std::string conv_plan_cache_path();
 
 // The CUDA backend's kernel table: each kernel file sets its entries beside the kernels, which
 // are free functions that reach the backend through CudaBackend::get().
@@ -206,6 +190,23 @@ class CudaBackend final : public Backend {
   const float *f32_data(const Tensor &t, DeviceBuffer &tmp);
   void store_f32(const float *src, Tensor &dst);
   bool strict_fp32() const { return strict_fp32_; }
+  // Host-to-device copy of n bytes from pageable memory through pinned staging buffers: the
+  // source may be freed as soon as this returns.
+  void upload(void *dst, const void *src, size_t n);
+  // Runs a cuBLAS/cuDNN call; if the library could not allocate, releases our cached blocks and
+  // runs it once more (finding 7).
+  template <typename F>
+  auto retry_on_alloc_failure(F &&f) -> decltype(f()) {
+    auto s = f();
+    if (policy_is_alloc_failure(s)) {
+      alloc_.release_cached();
+      s = f();
+    }
+    return s;
+  }
+  // Throws ERR_CUDNN if a persistent-mode batch norm reported an overflow since the last check
+  // (call after a stream synchronisation).
+  void check_bn_runtime(const char *what);
 
   // State, used directly by the kernel functions of this folder (the backend's own code).
   std::recursive_mutex mu_;  // cuDNN/cuBLAS handles are not thread-safe; ops may come from workers
@@ -217,6 +218,10 @@ class CudaBackend final : public Backend {
   bool strict_fp32_ = false;  // RESNEXT_CUDA_STRICT_FP32=1: no TF32 in convolutions and matmuls
   std::shared_ptr<ConvCache> conv_;  // shared_ptr: the type is complete only in conv2d.cc
   int32_t *host_flag_ = nullptr;  // pinned, for the cross-entropy target check
+  bool bn_persistent_pending_ = false;  // a persistent batch norm ran since the last runtime-error query
+  static constexpr size_t kStagingBytes = size_t(8) << 20;
+  StagingSlot staging_[2];
+  size_t staging_next_ = 0;
 };
 
 }  // namespace rx::cuda

@@ -257,6 +257,50 @@ __global__ void bn_backward_apply_kernel(const T *gy, const T *x, const T *y, co
   }
 }
 
+// Training statistics without cuDNN (the fallback when its fused call refuses a shape, or
+// RESNEXT_CUDA_BN_PERSISTENT=0): two passes over the NHWC rows with the same 32x8 tiling as the
+// backward reduction, first sum(x), then sum((x - mean)^2), so the variance does not suffer
+// from cancellation.
+template <typename T>
+__global__ void bn_train_reduce_kernel(const T *x, const float *mean, int64_t rows, int64_t C, float *acc) {
+  __shared__ float s1[8][33];
+  int tx = threadIdx.x, ty = threadIdx.y;
+  int64_t c = (int64_t)blockIdx.x * 32 + tx;
+  float a = 0;
+  if (c < C) {
+    float mu = mean ? mean[c] : 0.f;
+    for (int64_t r = (int64_t)blockIdx.y * 8 + ty; r < rows; r += (int64_t)gridDim.y * 8) {
+      float v = to_acc(x[r * C + c]);
+      a += mean ? (v - mu) * (v - mu) : v;
+    }
+  }
+  s1[ty][tx] = a;
+  __syncthreads();
+  if (ty == 0 && c < C) {
+    for (int k = 1; k < 8; k++) a += s1[k][tx];
+    atomicAdd(acc + c, a);
+  }
+}
+
+__global__ void bn_train_mean_kernel(const float *sum, float *mean, int64_t rows, int64_t C) {
+  RX_GRID_STRIDE(c, C) { mean[c] = rows ? sum[c] / (float)rows : 0.f; }
+}
+
+// save_mean/save_invstd from the batch; running statistics with PyTorch's momentum rule and the
+// unbiased variance.
+__global__ void bn_train_finish_kernel(const float *mean, const float *sq, double momentum, double eps, int64_t rows,
+                                       int64_t C, float *running_mean, float *running_var, float *save_mean,
+                                       float *save_invstd) {
+  RX_GRID_STRIDE(c, C) {
+    double var = rows ? (double)sq[c] / (double)rows : 0.0;
+    double unbiased = rows > 1 ? (double)sq[c] / (double)(rows - 1) : var;
+    save_mean[c] = mean[c];
+    save_invstd[c] = (float)(1.0 / sqrt(var + eps));
+    running_mean[c] = (float)((1 - momentum) * running_mean[c] + momentum * mean[c]);
+    running_var[c] = (float)((1 - momentum) * running_var[c] + momentum * unbiased);
+  }
+}
+
 __global__ void bn_backward_params_kernel(const float *sums, const float *invstd, float *ggamma, float *gbeta,
                                           int64_t C) {
   RX_GRID_STRIDE(c, C) {
@@ -367,6 +411,30 @@ void launch_bn_eval_forward(DType dt, const void *x, const void *residual, void 
   RX_CUDA_DISPATCH_FLOAT(dt, "batchNorm2d", [&] {
     bn_eval_apply_kernel<T><<<grid_for(rows * C), kThreads, 0, s>>>((const T *)x, (const T *)residual, (T *)y, gamma,
                                                                     beta, save_mean, save_invstd, (int)act, rows, C);
+  });
+  check_launch("batchNorm2d");
+}
+
+void launch_bn_train_forward(DType dt, const void *x, const void *residual, void *y, const float *gamma,
+                             const float *beta, float *running_mean, float *running_var, double momentum, double eps,
+                             BnAct act, int64_t rows, int64_t C, float *save_mean, float *save_invstd, float *scratch,
+                             cudaStream_t s) {
+  // scratch: 2*C floats (sum, then sum of squared deviations). The op layer refuses training
+  // batches with at most one value per channel and never calls kernels on empty tensors.
+  if (C == 0 || rows == 0) return;
+  check_cuda(cudaMemsetAsync(scratch, 0, 2 * C * sizeof(float), s), "batchNorm2d");
+  RX_CUDA_DISPATCH_FLOAT(dt, "batchNorm2d", [&] {
+    dim3 block(32, 8);
+    int64_t row_blocks = std::min<int64_t>(std::max<int64_t>(1, rows / 64), 256);
+    dim3 grid((unsigned)((C + 31) / 32), (unsigned)row_blocks);
+    bn_train_reduce_kernel<T><<<grid, block, 0, s>>>((const T *)x, nullptr, rows, C, scratch);
+    bn_train_mean_kernel<<<grid_for(C), kThreads, 0, s>>>(scratch, save_mean, rows, C);
+    bn_train_reduce_kernel<T><<<grid, block, 0, s>>>((const T *)x, save_mean, rows, C, scratch + C);
+    bn_train_finish_kernel<<<grid_for(C), kThreads, 0, s>>>(save_mean, scratch + C, momentum, eps, rows, C,
+                                                            running_mean, running_var, save_mean, save_invstd);
+    if (rows * C > 0)
+      bn_eval_apply_kernel<T><<<grid_for(rows * C), kThreads, 0, s>>>((const T *)x, (const T *)residual, (T *)y, gamma,
+                                                                      beta, save_mean, save_invstd, (int)act, rows, C);
   });
   check_launch("batchNorm2d");
 }

@@ -8,9 +8,11 @@
 // because cuDNN/cuBLAS may use TF32 tensor cores (set RESNEXT_CUDA_STRICT_FP32=1 for 1e-4);
 // bfloat16 2e-2 against a float32 CPU reference computed from the bf16-rounded inputs (3e-2 for
 // convolutions, whose bf16 output rounding adds to the accumulation error).
+// options.device: the device compared with the CPU ('cuda'; check.js's dry run passes 'cpu',
+// so that every case runs, CPU against CPU, on a machine without a GPU).
 
-
-function gpuCases(rx) {
+function gpuCases(rx, options = {}) {
+  const DEV = options.device || 'cuda';
   const TOL = { f32: 1e-4, f32mma: process.env.RESNEXT_CUDA_STRICT_FP32 === '1' ? 1e-4 : 1e-2, bf16: 2e-2, bf16conv: 3e-2 };
 
   let seed = 12345;
@@ -47,7 +49,7 @@ function gpuCases(rx) {
   // Runs fn on both devices (inside tidy) and compares the named outputs.
   const compare = (fn, tol) => {
     const out = {};
-    for (const dev of ['cpu', 'cuda']) out[dev] = rx.tidy(() => {
+    for (const [side, dev] of [['cpu', 'cpu'], ['cuda', DEV]]) out[side] = rx.tidy(() => {
       const r = fn(dev);
       const h = {};
       for (const k of Object.keys(r)) h[k] = r[k] == null ? null : host(r[k]);
@@ -176,11 +178,13 @@ function gpuCases(rx) {
       const xt = mk(x, [2, 6, 4, 5], dev, 'float32', true);
       const bt = mk(bias, [6, 1, 1], dev, 'float32', true);
       const a = rx.add(rx.mul(xt, bt), bt);
-      const y = rx.relu(rx.maximum(a, rx.div(xt, rx.add(rx.abs(bt), 1))));
+      // maximum and abs have no gradient here: the differentiable chain avoids them.
+      const y = rx.relu(rx.add(a, rx.div(xt, rx.add(rx.mul(bt, bt), 1))));
       y.backward(mk(gy, [2, 6, 4, 5], dev, 'float32'));
       const pos = rx.add(rx.abs(xt), 0.5);
       return {
         y, gx: xt.grad, gb: bt.grad,
+        maximum: rx.maximum(a, rx.div(xt, rx.add(rx.abs(bt), 1))),
         explogsqrt: rx.add(rx.exp(rx.neg(pos)), rx.mul(rx.log(pos), rx.sqrt(pos))),
         pow: rx.pow(pos, 1.5),
         sumHW: rx.sum(xt, [2, 3]), sumNC: rx.sum(xt, [0, 1], true), sumAll: rx.sum(xt),
@@ -189,11 +193,13 @@ function gpuCases(rx) {
       };
     }, TOL.f32);
   });
-  add('cast float32 -> bfloat16 -> float32 and int32', () =>
-    compare((dev) => {
-      const t = rx.tensor(rnd(2 * 3 * 4 * 5, 100), [2, 3, 4, 5], { device: dev });
+  add('cast float32 -> bfloat16 -> float32 and int32', () => {
+    const data = rnd(2 * 3 * 4 * 5, 100); // drawn once: both devices get the same numbers
+    return compare((dev) => {
+      const t = rx.tensor(data, [2, 3, 4, 5], { device: dev });
       return { bf16: rx.cast(rx.cast(t, 'bfloat16'), 'float32'), i32: rx.cast(rx.cast(t, 'int32'), 'float32') };
-    }, 0));
+    }, 0);
+  });
   add('randn / rand: same seed, same numbers on both devices', () =>
     compare((dev) => {
       rx.manualSeed(7);
