@@ -25,7 +25,8 @@ const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 
-const DIST = path.join(__dirname, '..', '..', 'dist', 'index.js');
+// RESNEXT_FUZZ_DIST: fuzz another build (e.g. a snapshot of dist/ while the tree changes).
+const DIST = process.env.RESNEXT_FUZZ_DIST || path.join(__dirname, '..', '..', 'dist', 'index.js');
 
 // ------------------------------------------------------------------ the PRNG
 
