@@ -9,7 +9,7 @@
 import { describe, fail } from '../native/errors';
 import { flatten } from '../ops/shape';
 import { disposeOnThrow, type Tensor } from '../tensor/tensor';
-import { Module } from '../nn/module';
+import { freeUntaped, Module } from '../nn/module';
 import { AdaptiveAvgPool2d, BatchNorm2d, type Conv2d, Linear, Sequential } from '../nn/layers';
 import { conv1x1, conv3x3, type InitOptions, zeroInitResidual } from './resnet';
 
@@ -36,9 +36,21 @@ export class CifarBlock extends Module {
     return this.bn3;
   }
   forward(x: Tensor): Tensor {
-    const a = this.bn1.forwardReLU(this.conv1.forward(x));
-    const b = this.bn2.forwardReLU(this.conv2.forward(a));
-    return this.bn3.forwardAddReLU(this.conv3.forward(b), this.shortcut ? this.shortcut.forward(x) : x);
+    // Under noGrad each intermediate is freed as soon as the next op has read it (freeUntaped).
+    const c1 = this.conv1.forward(x);
+    const a = this.bn1.forwardReLU(c1);
+    freeUntaped(c1);
+    const c2 = this.conv2.forward(a);
+    freeUntaped(a);
+    const b = this.bn2.forwardReLU(c2);
+    freeUntaped(c2);
+    const c3 = this.conv3.forward(b);
+    freeUntaped(b);
+    const identity = this.shortcut ? this.shortcut.forward(x) : x;
+    const y = this.bn3.forwardAddReLU(c3, identity);
+    freeUntaped(c3);
+    freeUntaped(identity, x);
+    return y;
   }
 }
 
@@ -106,9 +118,21 @@ export class ResNeXt29 extends Module {
     if (c.zeroInitResidual) zeroInitResidual(this);
   }
   forward(x: Tensor): Tensor {
-    let y = this.bn1.forwardReLU(this.conv1.forward(x));
-    for (const s of this.stages) y = s.forward(y);
-    return this.fc.forward(flatten(this.avgpool.forward(y), 1));
+    const c = this.conv1.forward(x);
+    let y = this.bn1.forwardReLU(c);
+    freeUntaped(c);
+    for (const s of this.stages) {
+      const next = s.forward(y);
+      freeUntaped(y);
+      y = next;
+    }
+    const p = this.avgpool.forward(y);
+    freeUntaped(y);
+    const f = flatten(p, 1);
+    if (f !== p) freeUntaped(p);
+    const out = this.fc.forward(f);
+    freeUntaped(f);
+    return out;
   }
 }
 

@@ -7,7 +7,7 @@
 import { describe, fail } from '../native/errors';
 import { flatten } from '../ops/shape';
 import { disposeOnThrow, type Tensor } from '../tensor/tensor';
-import { Module } from '../nn/module';
+import { freeUntaped, Module } from '../nn/module';
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, ReLU, Sequential } from '../nn/layers';
 import { buildWithWeights, type WeightsOption } from './weights';
 import type { ImageInput } from '../vision/preprocess';
@@ -47,10 +47,21 @@ export class Bottleneck extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    const out = this.bn1.forwardReLU(this.conv1.forward(x));
-    const mid = this.bn2.forwardReLU(this.conv2.forward(out));
+    // Under noGrad each intermediate is freed as soon as the next op has read it (freeUntaped).
+    const c1 = this.conv1.forward(x);
+    const out = this.bn1.forwardReLU(c1);
+    freeUntaped(c1);
+    const c2 = this.conv2.forward(out);
+    freeUntaped(out);
+    const mid = this.bn2.forwardReLU(c2);
+    freeUntaped(c2);
+    const c3 = this.conv3.forward(mid);
+    freeUntaped(mid);
     const identity = this.downsample ? this.downsample.forward(x) : x;
-    return this.bn3.forwardAddReLU(this.conv3.forward(mid), identity);
+    const y = this.bn3.forwardAddReLU(c3, identity);
+    freeUntaped(c3);
+    freeUntaped(identity, x);
+    return y;
   }
 }
 
@@ -108,14 +119,29 @@ export class ResNet extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return this.fc.forward(this.forwardFeatures(x));
+    const f = this.forwardFeatures(x);
+    const y = this.fc.forward(f);
+    freeUntaped(f);
+    return y;
   }
 
   /** The pooled features before fc: [N, fc.inFeatures] ([N, 2048] for the ImageNet models). */
   forwardFeatures(x: Tensor): Tensor {
-    let y = this.maxpool.forward(this.bn1.forwardReLU(this.conv1.forward(x)));
-    for (const s of this.stages) y = s.forward(y);
-    return flatten(this.avgpool.forward(y), 1);
+    const c = this.conv1.forward(x);
+    const r = this.bn1.forwardReLU(c);
+    freeUntaped(c);
+    let y = this.maxpool.forward(r);
+    freeUntaped(r);
+    for (const s of this.stages) {
+      const next = s.forward(y);
+      freeUntaped(y);
+      y = next;
+    }
+    const p = this.avgpool.forward(y);
+    freeUntaped(y);
+    const f = flatten(p, 1);
+    if (f !== p) freeUntaped(p);
+    return f;
   }
 
   /**

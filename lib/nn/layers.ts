@@ -13,7 +13,7 @@ import { relu } from '../ops/elementwise';
 import { flatten } from '../ops/shape';
 import { empty, full, rand, randn, zeros } from '../tensor/create';
 import type { Tensor } from '../tensor/tensor';
-import { Module } from './module';
+import { freeUntaped, Module } from './module';
 
 /**
  * Observes every Conv2d / Linear call with its input and output (complexity accounting in
@@ -198,7 +198,11 @@ export class Sequential extends Module {
   }
   forward(x: Tensor): Tensor {
     let y = x;
-    for (const m of this.layers) y = m.forward(y);
+    for (const m of this.layers) {
+      const next = m.forward(y);
+      if (next !== y) freeUntaped(y, x);
+      y = next;
+    }
     return y;
   }
 }

@@ -6,11 +6,22 @@
  */
 import { describe, fail, ResnextError } from '../native/errors';
 import { ensureDevice } from '../native/cuda';
-import { noGrad } from '../autograd/engine';
+import { isGradEnabled, noGrad } from '../autograd/engine';
 import { cast, to } from '../ops/shape';
 import { Tensor, type Device } from '../tensor/tensor';
 
 export type StateDict = Record<string, Tensor>;
+
+/**
+ * Frees an intermediate activation `t` that the next op has already read, when no autograd tape
+ * is recording (inside noGrad): nothing can need it any more, so inference holds a few
+ * activations at a time instead of every layer's until the scope ends. `t` is kept when it is
+ * one of `inputs` (the caller's tensors) or while a tape records (backward may need it; tidy
+ * frees it later). Queued kernels hold their own reference, so freeing early is safe.
+ */
+export function freeUntaped(t: Tensor, ...inputs: Tensor[]): void {
+  if (!isGradEnabled() && !inputs.includes(t)) t.dispose();
+}
 
 export interface LoadResult {
   missing: string[];

@@ -33,7 +33,8 @@ class OwnerScope {
 class Executor {
  public:
   virtual ~Executor() = default;
-  virtual void submit(std::function<void()> fn) = 0;
+  // bytes: what the kernel's output holds while it waits in the queue (for backpressure).
+  virtual void submit(std::function<void()> fn, int64_t bytes = 0) = 0;
   // Waits for every queued kernel; rethrows the first error one of the current owner's raised.
   virtual void synchronize() = 0;
 };
@@ -43,7 +44,8 @@ Executor &cpu_executor();
 // Device-aware scheduling, so the op layer never branches on the device type.
 // enqueue: a kernel for tensors on d. CPU kernels go to the queue above; a device backend
 // orders its work on its own stream, so its kernels are called at once.
-void enqueue(Device d, std::function<void()> fn);
+// bytes: the size of the output the kernel writes (the CPU queue bounds what waiting kernels hold).
+void enqueue(Device d, std::function<void()> fn, int64_t bytes = 0);
 // src -> dst (same shape and dtype, either on any device): queued when both are on the CPU;
 // otherwise the CPU queue is drained first and the device backend owns the transfer.
 void enqueue_copy(const Tensor &src, Tensor &dst);

@@ -72,7 +72,7 @@ Backend &be(const Tensor &t) { return backend_for(t.device()); }
 template <typename F>
 void run(const Tensor &out, F &&fn) {
   if (out.numel() == 0) return;
-  enqueue(out.device(), std::function<void()>(std::forward<F>(fn)));
+  enqueue(out.device(), std::function<void()>(std::forward<F>(fn)), out.nbytes());
 }
 
 // out = value, for results defined without the kernel (a sum over nothing is 0, a mean NaN).
