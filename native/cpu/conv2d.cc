@@ -22,6 +22,14 @@
 //   (junk positions zero). With >= 32 gy rows per task it is a GEMM over pixels on the tap kernel
 //   (both operands packed per 256-pixel block, filter_tap_block); with fewer rows (4..16 channels
 //   per group) the dot micro-kernel runs directly on the buffers in L2-sized pixel/tap blocks.
+// * Grouped convs with 16..32 channels per group on planes of <= 256 pixels (ResNeXt-50's 3x3
+//   convs at 14x14 and 7x7) use the broadcast kernel instead (gemm_kernels.h, `bcast`): the vector
+//   axis is the group's channels, the other operand is broadcast from the same padded phase
+//   buffers, and only valid output pixels are listed (the pitched grid wasted 30-65% of the FLOPs
+//   there on junk columns, and backward-filter's transposing pack cost as much as its FMAs).
+//   Forward and backward-data: rows = output pixels, reduction over taps, B = the group's weights
+//   as [tap][channel] (> 16 channels only); backward-filter: rows = taps, reduction over pixels,
+//   B = gy transposed to [pixel][channel]. RESNEXT_CONV_BCAST=0 disables it (A/B).
 //
 // Parallelism: tasks over (image batch, group, row chunk) for forward/backward-data and over
 // (group, row chunk) for backward-filter (so no thread reduction is needed); row chunks only when
@@ -31,6 +39,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -241,6 +250,33 @@ void pack_panels_cols(int MR, int64_t M, int64_t ntaps, int64_t t0, int64_t t1, 
   }
 }
 
+// The broadcast kernel (gemm_kernels.h) for grouped convs whose group width fits its vector tile
+// and whose planes are small (7x7..14x14: the padded-grid GEMMs there wasted 30-65% of their
+// FLOPs on junk columns and spent as long packing as computing). RESNEXT_CONV_BCAST=0 turns it off
+// (A/B measurements).
+// Forward and backward-data (rows = pixels) need two vectors' worth of channels to beat the
+// padded-grid path (one zmm per row, 16 channels: 0.88x at 512x14x14); backward-filter
+// (rows = taps) wins from 16 channels on (2x at 512x14x14).
+template <typename T>
+bool use_bcast(const GemmKernels<T> &kr, int64_t width, int64_t plane, bool pixel_rows) {
+  static const bool on = [] {
+    const char *e = std::getenv("RESNEXT_CONV_BCAST");
+    return !(e && e[0] == '0');
+  }();
+  const int64_t lo = pixel_rows ? kr.bnr / 2 + 1 : 16;
+  return on && width >= lo && width <= kr.bnr && plane <= 256;
+}
+
+// dst[pix][k] = src[k][pix] for k < rows, pix < n (one image plane of a group, transposed).
+template <typename T>
+void gy_transpose(const T *src, int64_t rows, int64_t n, T *dst) {
+  for (int64_t p0 = 0; p0 < n; p0 += 16) {
+    const int64_t p1 = std::min(n, p0 + 16);
+    for (int64_t k = 0; k < rows; k++)
+      for (int64_t p = p0; p < p1; p++) dst[p * rows + k] = src[k * n + p];
+  }
+}
+
 // Number of row chunks per (batch, group) so the pool gets >= 2 tasks per thread.
 int64_t row_chunks(int64_t base_tasks, int64_t M, int MR) {
   const int64_t want = 2 * num_threads();
@@ -259,6 +295,49 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const T *bias, T 
   const int64_t ntaps = L.ntaps, Mp = cdiv(Kg, kr.mr) * kr.mr;
   const bool inplace = x_inplace(L);
 
+  const int64_t nbatches = cdiv(g.N, L.nb), base = nbatches * G;
+  const int64_t chunks = row_chunks(base, Kg, kr.mr);
+  if (!inplace && chunks == 1 && use_bcast(kr, Kg, PQ, true)) {
+    // Rows = the valid output pixels, reduction over taps, columns = the group's Kg channels:
+    // yT[pix][k] = sum_t buf[base[pix] + offs[t]] * wT[t][k], scattered into y with the bias.
+    std::vector<int64_t> offs((size_t)ntaps);
+    x_offsets(g, L, L.pl, offs.data());
+    std::vector<T> wT((size_t)(G * ntaps * Kg));
+    parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t gi = g0; gi < g1; gi++)
+        for (int64_t k = 0; k < Kg; k++)
+          for (int64_t t = 0; t < ntaps; t++) wT[(gi * ntaps + t) * Kg + k] = w[(gi * Kg + k) * ntaps + t];
+    });
+    run_tasks(base, [&](int64_t task) {
+      const int64_t bi = task / G, gi = task % G, BM = kr.bmr;
+      const int64_t n0 = bi * L.nb, nbc = std::min(L.nb, g.N - n0), len = nbc * PQ;
+      T *buf = tls_buf<T>(0, (size_t)L.size);
+      x_build(g, L, x + (n0 * g.C + gi * Cg) * HW, nbc, buf);
+      thread_local std::vector<int64_t> pix_v;
+      if ((int64_t)pix_v.size() < len) pix_v.resize((size_t)len);
+      int64_t *pix = pix_v.data();
+      for (int64_t nn = 0; nn < nbc; nn++)
+        for (int64_t p = 0; p < g.P; p++)
+          for (int64_t q = 0; q < g.Q; q++) pix[nn * PQ + p * g.Q + q] = nn * L.img + p * L.pitch + q;
+      T *tile = tls_buf<T>(1, (size_t)(BM * Kg));
+      const T *wg = wT.data() + gi * ntaps * Kg;
+      for (int64_t i0 = 0; i0 < len; i0 += BM) {
+        const int64_t mr = std::min(BM, len - i0);
+        kr.bcast(ntaps, buf, pix + i0, (int)mr, offs.data(), wg, Kg, (int)Kg, tile, Kg, false);
+        for (int64_t i = 0; i < mr; i++) {
+          const int64_t nn = (i0 + i) / PQ, pq = (i0 + i) % PQ;
+          T *dst = y + ((n0 + nn) * g.K + gi * Kg) * PQ + pq;
+          const T *src = tile + i * Kg;
+          if (bias)
+            for (int64_t k = 0; k < Kg; k++) dst[k * PQ] = src[k] + bias[gi * Kg + k];
+          else
+            for (int64_t k = 0; k < Kg; k++) dst[k * PQ] = src[k];
+        }
+      }
+    });
+    return;
+  }
+
   std::vector<T> wp((size_t)(G * Mp * ntaps));
   const int64_t npan = Mp / kr.mr;
   parallel_for(0, G * npan, 16, [&](int64_t i0, int64_t i1) {
@@ -271,8 +350,6 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const T *bias, T 
   std::vector<int64_t> offs((size_t)ntaps);
   x_offsets(g, L, inplace ? HW : L.pl, offs.data());
 
-  const int64_t nbatches = cdiv(g.N, L.nb), base = nbatches * G;
-  const int64_t chunks = row_chunks(base, Kg, kr.mr);
   const int64_t rows = cdiv(cdiv(Kg, kr.mr), chunks) * kr.mr;
   run_tasks(base * chunks, [&](int64_t task) {
     {
@@ -371,6 +448,87 @@ void conv2d_backward_data(const ConvGeom &g, const T *gy, const T *w, T *gx) {
     offs[pi].resize(nt);
     for (int64_t t = 0; t < nt; t++) offs[pi][t] = ph.k[t] * pl + (ph.dr[t] + padT) * Wg + ph.dc[t] + padL;
     wp[pi].resize((size_t)(G * Mp * nt));
+  }
+  if (!inplace && row_chunks(cdiv(g.N, nb) * G, Cg, kr.mr) == 1 && use_bcast(kr, Cg, HW, true)) {
+    // Per phase: rows = the phase's gx pixels, reduction over its taps (k, r, s), columns = the
+    // group's Cg input channels: gxT[pix][c] = sum_t gybuf[base[pix] + offs[t]] * wB[t][c].
+    std::vector<std::vector<T>> wB(nph);
+    bool all_reached = true;
+    for (int64_t e = 0; e < sh; e++)
+      for (int64_t f = 0; f < sw; f++) {
+        bool found = false;
+        for (const DPhase &ph : phases) found |= ph.e == e && ph.f == f && !ph.k.empty();
+        all_reached &= found || e >= g.H || f >= g.W;
+      }
+    for (size_t pi = 0; pi < nph; pi++) wB[pi].resize((size_t)(G * phases[pi].k.size() * Cg));
+    parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t gi = g0; gi < g1; gi++)
+        for (size_t pi = 0; pi < nph; pi++) {
+          const DPhase &ph = phases[pi];
+          const int64_t nt = (int64_t)ph.k.size();
+          T *dst = wB[pi].data() + gi * nt * Cg;
+          for (int64_t t = 0; t < nt; t++)
+            for (int64_t c = 0; c < Cg; c++)
+              dst[t * Cg + c] = w[((gi * Kg + ph.k[t]) * Cg + c) * RS + ph.r[t] * g.S + ph.s[t]];
+        }
+    });
+    const int64_t nbatches = cdiv(g.N, nb);
+    run_tasks(nbatches * G, [&](int64_t task) {
+      const int64_t bi = task / G, gi = task % G, BM = kr.bmr;
+      const int64_t n0 = bi * nb, nbc = std::min(nb, g.N - n0);
+      const T *gyg = gy + (n0 * g.K + gi * Kg) * PQ;
+      if (!all_reached)
+        for (int64_t nn = 0; nn < nbc; nn++) {
+          T *dst = gx + ((n0 + nn) * g.C + gi * Cg) * HW;
+          std::fill(dst, dst + Cg * HW, T(0));
+        }
+      T *buf = tls_buf<T>(0, (size_t)bufsize);
+      for (int64_t k = 0; k < Kg; k++)
+        for (int64_t nn = 0; nn < nb; nn++) {
+          T *dst = buf + k * pl + nn * img;
+          if (nn >= nbc) {
+            std::fill(dst, dst + img, T(0));
+            continue;
+          }
+          const T *src = gyg + (nn * g.K + k) * PQ;
+          std::fill(dst, dst + padT * Wg, T(0));
+          for (int64_t p = 0; p < g.P; p++) {
+            T *d = dst + (padT + p) * Wg;
+            std::fill(d, d + padL, T(0));
+            std::memcpy(d + padL, src + p * g.Q, g.Q * sizeof(T));
+            std::fill(d + padL + g.Q, d + Wg, T(0));
+          }
+          std::fill(dst + (padT + g.P) * Wg, dst + img, T(0));
+        }
+      std::fill(buf + Kg * pl, buf + bufsize, T(0));
+      thread_local std::vector<int64_t> pix_v, out_v;
+      T *tile = tls_buf<T>(1, (size_t)(BM * Cg));
+      for (size_t pi = 0; pi < nph; pi++) {
+        const DPhase &ph = phases[pi];
+        const int64_t nt = (int64_t)ph.k.size(), ppi = ph.He * ph.Wf, len = nbc * ppi;
+        if (nt == 0 || len == 0) continue;
+        if ((int64_t)pix_v.size() < len) pix_v.resize((size_t)len), out_v.resize((size_t)len);
+        int64_t *pix = pix_v.data(), *outp = out_v.data();
+        for (int64_t nn = 0; nn < nbc; nn++)
+          for (int64_t i = 0; i < ph.He; i++)
+            for (int64_t j = 0; j < ph.Wf; j++) {
+              pix[nn * ppi + i * ph.Wf + j] = nn * img + i * Wg + j;
+              outp[nn * ppi + i * ph.Wf + j] = nn * g.C * HW + (ph.e + sh * i) * g.W + ph.f + sw * j;
+            }
+        const T *wg = wB[pi].data() + gi * nt * Cg;
+        T *gxg = gx + (n0 * g.C + gi * Cg) * HW;
+        for (int64_t i0 = 0; i0 < len; i0 += BM) {
+          const int64_t mr = std::min(BM, len - i0);
+          kr.bcast(nt, buf, pix + i0, (int)mr, offs[pi].data(), wg, Cg, (int)Cg, tile, Cg, false);
+          for (int64_t i = 0; i < mr; i++) {
+            T *dst = gxg + outp[i0 + i];
+            const T *src = tile + i * Cg;
+            for (int64_t c = 0; c < Cg; c++) dst[c * HW] = src[c];
+          }
+        }
+      }
+    });
+    return;
   }
   const int64_t TCH = 8;  // tap chunks, so G == 1 packs in parallel too
   parallel_for(0, G * (int64_t)nph * TCH, 1, [&](int64_t i0, int64_t i1) {
@@ -555,6 +713,35 @@ void conv2d_backward_filter(const ConvGeom &g, const T *gy, const T *x, T *gw) {
   // row quad of gy (4 x LB) sweeps it. LB = 1024 rather than 256 because each dot tile ends in 8
   // horizontal sums, which cost ~40% of a 256-long tile (L1 micro-benchmark).
   const int64_t LB = 1024, TB = 64;
+  if (!inplace && splits == 1 && chunks == 1 && use_bcast(kr, Kg, PQ, false)) {
+    // Rows = taps, reduction over the valid output pixels of every image, columns = the group's
+    // Kg output channels: gwT[t][k] = sum_pix x[offs[t] + base[pix]] * gyT[pix][k].
+    run_tasks(G, [&](int64_t gi) {
+      const int64_t BM = kr.bmr;
+      T *gwT = tls_buf<T>(2, (size_t)(ntaps * Kg));
+      T *gyT = tls_buf<T>(1, (size_t)(L.nb * PQ * Kg));
+      thread_local std::vector<int64_t> base_v;
+      if ((int64_t)base_v.size() < L.nb * PQ) base_v.resize((size_t)(L.nb * PQ));
+      int64_t *base = base_v.data();
+      for (int64_t bi = 0; bi < nbatches; bi++) {
+        const int64_t n0 = bi * L.nb, nbc = std::min(L.nb, g.N - n0), len = nbc * PQ;
+        T *xb = tls_buf<T>(0, (size_t)L.size);
+        x_build(g, L, x + (n0 * g.C + gi * Cg) * HW, nbc, xb);
+        for (int64_t nn = 0; nn < nbc; nn++) {
+          for (int64_t p = 0; p < g.P; p++)
+            for (int64_t q = 0; q < g.Q; q++) base[nn * PQ + p * g.Q + q] = nn * L.img + p * L.pitch + q;
+          gy_transpose(gy + ((n0 + nn) * g.K + gi * Kg) * PQ, Kg, PQ, gyT + nn * PQ * Kg);
+        }
+        for (int64_t t0 = 0; t0 < ntaps; t0 += BM)
+          kr.bcast(len, xb, offs.data() + t0, (int)std::min(BM, ntaps - t0), base, gyT, Kg, (int)Kg, gwT + t0 * Kg, Kg,
+                   bi > 0);
+      }
+      T *gwg = gw + gi * Kg * ntaps;
+      for (int64_t k = 0; k < Kg; k++)
+        for (int64_t t = 0; t < ntaps; t++) gwg[k * ntaps + t] = gwT[t * Kg + k];
+    });
+    return;
+  }
   run_tasks(splits * G * chunks, [&](int64_t task) {
     {
       const int64_t si = task / (G * chunks), gi = task / chunks % G, ci = task % chunks;

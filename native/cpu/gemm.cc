@@ -62,8 +62,23 @@ void dot_ref(int64_t len, const T *a, int64_t lda, const T *b, const int64_t *of
     }
 }
 
+template <typename T, int BMR, int BNR>
+void bcast_ref(int64_t kc, const T *a, const int64_t *ra, int mr, const int64_t *ca, const T *b, int64_t ldb, int nr,
+               T *c, int64_t ldc, bool acc) {
+  T s[BMR][BNR] = {};
+  for (int64_t t = 0; t < kc; t++) {
+    const T *bp = b + t * ldb;
+    for (int i = 0; i < mr; i++) {
+      const T av = a[ra[i] + ca[t]];
+      for (int j = 0; j < nr; j++) s[i][j] += av * bp[j];
+    }
+  }
+  for (int i = 0; i < mr; i++)
+    for (int j = 0; j < nr; j++) c[i * ldc + j] = acc ? c[i * ldc + j] + s[i][j] : s[i][j];
+}
+
 GemmKernels<float> select_f32() {
-  GemmKernels<float> k{4, 16, 4, 4, tap_ref<float, 4, 16>, dot_ref<float, 4, 4>, "scalar"};
+  GemmKernels<float> k{4, 16, 4, 4, tap_ref<float, 4, 16>, dot_ref<float, 4, 4>, "scalar", 8, 32, bcast_ref<float, 8, 32>};
   // RESNEXT_CPU_ISA caps the choice so tests can exercise the lower paths on a newer CPU.
   const char *cap = std::getenv("RESNEXT_CPU_ISA");
   std::string want = cap ? cap : "avx512";
@@ -72,9 +87,11 @@ GemmKernels<float> select_f32() {
   bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   bool has_avx512 = __builtin_cpu_supports("avx512f") && has_avx2;
   if (want == "avx512" && has_avx512)
-    return {avx512::kMR, avx512::kNR, avx512::kDMR, avx512::kDNT, avx512::tap_f32, avx512::dot_f32, "avx512"};
+    return {avx512::kMR, avx512::kNR, avx512::kDMR, avx512::kDNT, avx512::tap_f32, avx512::dot_f32, "avx512",
+            avx512::kBMR, avx512::kBNR, avx512::bcast_f32};
   if ((want == "avx512" || want == "avx2") && has_avx2)
-    return {avx2::kMR, avx2::kNR, avx2::kDMR, avx2::kDNT, avx2::tap_f32, avx2::dot_f32, "avx2"};
+    return {avx2::kMR, avx2::kNR, avx2::kDMR, avx2::kDNT, avx2::tap_f32, avx2::dot_f32, "avx2",
+            avx2::kBMR, avx2::kBNR, avx2::bcast_f32};
 #endif
   return k;
 }
@@ -92,7 +109,8 @@ const GemmKernels<float> &gemm_kernels_f32() {
   return k;
 }
 const GemmKernels<double> &gemm_kernels_f64() {
-  static const GemmKernels<double> k{4, 8, 4, 4, tap_ref<double, 4, 8>, dot_ref<double, 4, 4>, "scalar"};
+  static const GemmKernels<double> k{4, 8, 4, 4, tap_ref<double, 4, 8>, dot_ref<double, 4, 4>, "scalar",
+                                     8, 16, bcast_ref<double, 8, 16>};
   return k;
 }
 

@@ -200,6 +200,53 @@ void dot_f32(int64_t len, const float *a, int64_t lda, const float *b, const int
     for (int j = 0; j < nt; j++) c[i * ldc + j] += hsum(acc[i * 2 + j]);
 }
 
+// bcast: 6 rows x 16 columns = 12 ymm accumulators (6 when nr <= 8); per t one ca load, 1-2 B
+// loads and 6 broadcasts. Rows past mr repeat row 0 (results dropped).
+template <int NV>
+inline void bcast_tile(int64_t kc, const float *a, const int64_t *ra, int mr, const int64_t *ca, const float *b,
+                       int64_t ldb, int nr, float *c, int64_t ldc, bool acc) {
+  const float *r[kBMR];
+#pragma GCC unroll 16
+  for (int i = 0; i < kBMR; i++) r[i] = a + ra[i < mr ? i : 0];
+  const __m256i m0 = lane_mask(nr), m1 = lane_mask(nr - 8);
+  __m256 s[kBMR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < kBMR; i++)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; v++) s[i][v] = _mm256_setzero_ps();
+  for (int64_t t = 0; t < kc; t++) {
+    const int64_t o = ca[t];
+    const float *bp = b + t * ldb;
+    __m256 b0 = _mm256_maskload_ps(bp, m0), b1;
+    if (NV > 1) b1 = _mm256_maskload_ps(bp + 8, m1);
+#pragma GCC unroll 16
+    for (int i = 0; i < kBMR; i++) {
+      const __m256 av = _mm256_broadcast_ss(r[i] + o);
+      s[i][0] = _mm256_fmadd_ps(av, b0, s[i][0]);
+      if (NV > 1) s[i][1] = _mm256_fmadd_ps(av, b1, s[i][1]);
+    }
+  }
+  // Constant trip counts only (see gemm_avx512.cc: a run-time bound kept s[] in memory).
+#pragma GCC unroll 16
+  for (int i = 0; i < kBMR; i++) {
+    if (i >= mr) break;
+    float *cr = c + i * ldc;
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; v++) {
+      const __m256i m = v ? m1 : m0;
+      __m256 x = s[i][v];
+      if (acc) x = _mm256_add_ps(x, _mm256_maskload_ps(cr + 8 * v, m));
+      _mm256_maskstore_ps(cr + 8 * v, m, x);
+    }
+  }
+}
+
+void bcast_f32(int64_t kc, const float *a, const int64_t *ra, int mr, const int64_t *ca, const float *b, int64_t ldb,
+               int nr, float *c, int64_t ldc, bool acc) {
+  if (nr > 8) bcast_tile<2>(kc, a, ra, mr, ca, b, ldb, nr, c, ldc, acc);
+  else bcast_tile<1>(kc, a, ra, mr, ca, b, ldb, nr, c, ldc, acc);
+}
+
 }  // namespace rx::cpu::avx2
 
 #pragma GCC pop_options

@@ -7,7 +7,8 @@
 // dot: 4 x 4 dot products, 16 zmm partial sums.
 //
 // `#pragma GCC target("avx512f")` instead of build flags; only reached after
-// __builtin_cpu_supports("avx512f"). No std templates below the pragma (see gemm_avx2.cc).
+// __builtin_cpu_supports("avx512f"). No std templates below the pragma (see gemm_avx2.cc); the
+// bcast_tile template is this file's own and internal.
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
@@ -115,6 +116,55 @@ void dot_f32(int64_t len, const float *a, int64_t lda, const float *b, const int
   }
   for (int i = 0; i < mr; i++)
     for (int j = 0; j < nt; j++) c[i * ldc + j] += _mm512_reduce_add_ps(acc[i * 4 + j]);
+}
+
+// bcast: 8 rows x 32 columns = 16 zmm accumulators (one zmm per row when nr <= 16). Per t: one
+// ca load, 1-2 B loads and 8 broadcasts (FMA memory operands) feed 8-16 FMAs. Rows past mr
+// repeat row 0 (their results are dropped), so the loop has no row branches.
+template <int NV>
+inline void bcast_tile(int64_t kc, const float *a, const int64_t *ra, int mr, const int64_t *ca, const float *b,
+                       int64_t ldb, int nr, float *c, int64_t ldc, bool acc) {
+  const float *r[kBMR];
+#pragma GCC unroll 16
+  for (int i = 0; i < kBMR; i++) r[i] = a + ra[i < mr ? i : 0];
+  const __mmask16 m0 = lane_mask(nr), m1 = lane_mask(nr - 16);
+  __m512 s[kBMR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < kBMR; i++)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; v++) s[i][v] = _mm512_setzero_ps();
+  for (int64_t t = 0; t < kc; t++) {
+    const int64_t o = ca[t];
+    const float *bp = b + t * ldb;
+    __m512 b0 = _mm512_maskz_loadu_ps(m0, bp), b1;
+    if (NV > 1) b1 = _mm512_maskz_loadu_ps(m1, bp + 16);
+#pragma GCC unroll 16
+    for (int i = 0; i < kBMR; i++) {
+      const __m512 av = _mm512_set1_ps(r[i][o]);
+      s[i][0] = _mm512_fmadd_ps(av, b0, s[i][0]);
+      if (NV > 1) s[i][1] = _mm512_fmadd_ps(av, b1, s[i][1]);
+    }
+  }
+  // Constant trip counts only: a loop to mr indexed s[] at run time, and GCC then kept all the
+  // accumulators in memory, storing them in every iteration of the main loop.
+#pragma GCC unroll 16
+  for (int i = 0; i < kBMR; i++) {
+    if (i >= mr) break;
+    float *cr = c + i * ldc;
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; v++) {
+      const __mmask16 m = v ? m1 : m0;
+      __m512 x = s[i][v];
+      if (acc) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, cr + 16 * v));
+      _mm512_mask_storeu_ps(cr + 16 * v, m, x);
+    }
+  }
+}
+
+void bcast_f32(int64_t kc, const float *a, const int64_t *ra, int mr, const int64_t *ca, const float *b, int64_t ldb,
+               int nr, float *c, int64_t ldc, bool acc) {
+  if (nr > 16) bcast_tile<2>(kc, a, ra, mr, ca, b, ldb, nr, c, ldc, acc);
+  else bcast_tile<1>(kc, a, ra, mr, ca, b, ldb, nr, c, ldc, acc);
 }
 
 }  // namespace rx::cpu::avx512

@@ -10,6 +10,13 @@
 //         B is read only at j < nr (masked loads), so callers need no over-read slack.
 //   dot:  C[i][j] += sum_{p<len} a[i*lda + p] * b[offs[j] + p]   (i<mr<=DMR, j<nt<=DNT)
 //         Dot products along a contiguous axis: conv backward-filter reduces over output pixels.
+//   bcast: C[i][j] = (acc ? C[i][j] : 0) + sum_{t<kc} a[ra[i] + ca[t]] * b[t*ldb + j]   (i<mr<=BMR, j<nr<=BNR)
+//         The vector axis is a short channel axis of B (a group's 16 or 32 output channels) and A is
+//         broadcast straight from an unpacked buffer: row i at offset ra[i], reduction step t at
+//         offset ca[t]. Grouped 3x3 convs at 7x7-14x14 (issue 12): forward and backward-data take
+//         rows = output pixels, t = filter taps; backward-filter takes rows = taps, t = pixels.
+//         Only valid pixels are listed, so no padded-grid junk is computed, and nothing is packed
+//         but the small B (weights, or gy transposed to [pixel][channel]).
 //
 // The float kernels exist per ISA (gemm_avx2.cc, gemm_avx512.cc, compiled with per-function
 // target attributes so no build flags are needed) and are picked at run time with
@@ -30,6 +37,9 @@ struct GemmKernels {
   void (*dot)(int64_t len, const T *a, int64_t lda, const T *b, const int64_t *offs, T *c, int64_t ldc, int mr,
               int nt);
   const char *name;
+  int bmr, bnr;  // bcast tile
+  void (*bcast)(int64_t kc, const T *a, const int64_t *ra, int mr, const int64_t *ca, const T *b, int64_t ldb, int nr,
+                T *c, int64_t ldc, bool acc);
 };
 
 const GemmKernels<float> &gemm_kernels_f32();
@@ -54,14 +64,18 @@ void gemm_serial(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, con
 
 // ISA entry points (defined only when the compiler supports the target attribute).
 namespace avx2 {
-constexpr int kMR = 4, kNR = 24, kDMR = 4, kDNT = 2;
+constexpr int kMR = 4, kNR = 24, kDMR = 4, kDNT = 2, kBMR = 6, kBNR = 16;
+void bcast_f32(int64_t kc, const float *a, const int64_t *ra, int mr, const int64_t *ca, const float *b, int64_t ldb,
+               int nr, float *c, int64_t ldc, bool acc);
 void tap_f32(int64_t kc, const float *a, const float *b, const int64_t *offs, float *c, int64_t ldc, int mr, int nr,
              float alpha, float beta);
 void dot_f32(int64_t len, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c, int64_t ldc,
              int mr, int nt);
 }  // namespace avx2
 namespace avx512 {
-constexpr int kMR = 4, kNR = 64, kDMR = 4, kDNT = 4;
+constexpr int kMR = 4, kNR = 64, kDMR = 4, kDNT = 4, kBMR = 8, kBNR = 32;
+void bcast_f32(int64_t kc, const float *a, const int64_t *ra, int mr, const int64_t *ca, const float *b, int64_t ldb,
+               int nr, float *c, int64_t ldc, bool acc);
 void tap_f32(int64_t kc, const float *a, const float *b, const int64_t *offs, float *c, int64_t ldc, int mr, int nr,
              float alpha, float beta);
 void dot_f32(int64_t len, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c, int64_t ldc,
