@@ -55,7 +55,7 @@ function nativeInputs() {
     for (const e of fs.readdirSync(d, { withFileTypes: true })) {
       const p = path.join(d, e.name);
       if (e.isDirectory()) {
-        if (e.name !== 'cuda') walk(p); // the CUDA backend is a separate library
+        if (!['cuda', 'gloo', 'nccl'].includes(e.name)) walk(p); // the CUDA backend and the collectives are separate libraries
       } else files.push(p);
     }
   };
@@ -91,6 +91,9 @@ function buildAddon() {
   try {
     fs.copyFileSync(path.join(root, 'binding.gyp'), path.join(stage, 'binding.gyp'));
     fs.copyFileSync(path.join(root, 'package.json'), path.join(stage, 'package.json'));
+    // binding.gyp computes the backend ABI with scripts/abi-hash.js (from native/core's headers).
+    fs.mkdirSync(path.join(stage, 'scripts'));
+    fs.copyFileSync(path.join(root, 'scripts', 'abi-hash.js'), path.join(stage, 'scripts', 'abi-hash.js'));
     fs.symlinkSync(path.join(root, 'native'), path.join(stage, 'native'), 'dir');
     fs.symlinkSync(path.join(root, 'node_modules'), path.join(stage, 'node_modules'), 'dir');
 
