@@ -120,4 +120,17 @@ if [ -f build/backend-abi.txt ] && [ "$(cat build/backend-abi.txt)" != "$abi_src
   say "note: the CPU addon in build/ was built for backend ABI $(cat build/backend-abi.txt), the sources now give $abi_src: rebuild it before loading this library"
 fi
 say "backend ABI $abi_src"
+
+# ---------------------------------------------------------------- NCCL collectives (issue 15)
+# libresnext_nccl.so compiles and links against NVIDIA's NCCL wheel (or a system NCCL); it cannot
+# run here (no GPU). Only NCCL's version query is called, which needs none.
+NCCL_PIN="nvidia-nccl-cu13==2.32.3"
+if [ ! -f "$SP/nvidia/nccl/include/nccl.h" ] && [ ! -f /usr/include/nccl.h ]; then
+  say "installing $NCCL_PIN"
+  "$PIP" install --disable-pip-version-check -q --no-deps "$NCCL_PIN" || die "pip install $NCCL_PIN failed"
+fi
+node scripts/build-nccl.js || die "libresnext_nccl.so did not build (see above)"
+readelf -d build-nccl/libresnext_nccl.so | grep -q 'NEEDED.*libnccl\.so\.2' || die "build-nccl/libresnext_nccl.so does not link libnccl.so.2"
+python3 -c "import ctypes; l=ctypes.CDLL('build-nccl/libresnext_nccl.so'); v=ctypes.c_int(); assert l.resnext_nccl_version(ctypes.byref(v), None, 0) == 0; print('ci-cuda: NCCL', v.value)" ||
+  die "build-nccl/libresnext_nccl.so does not load"
 say "OK: $SO compiled and linked in $(($(date +%s) - t_start)) s"

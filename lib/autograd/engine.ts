@@ -40,6 +40,13 @@ export function alias(t: Tensor): Tensor {
 
 export type BackwardFn = (grad: Tensor) => (Tensor | null)[];
 
+/**
+ * Called when backward() has put a leaf's gradient for this pass into leaf.grad (each leaf is
+ * visited once, after every contribution to it was summed). Data-parallel training
+ * (lib/train/distributed) starts a bucket's allreduce here, while the rest of backward runs.
+ */
+export const gradHooks: { onLeafGrad: ((leaf: Tensor) => void) | null } = { onLeafGrad: null };
+
 /** One op's gradient rule, registered by name so the registry lists every differentiable op. */
 export const gradientRegistry = new Map<string, { inputs: readonly string[] }>();
 
@@ -171,6 +178,7 @@ export function backward(root: Tensor, grad?: Tensor, opts: BackwardOptions = {}
         } else {
           t.grad = keep(g);
         }
+        gradHooks.onLeafGrad?.(t);
         continue;
       }
       nodes.push(node);

@@ -14,6 +14,7 @@ import { CONVERT_HELP, convertCommand } from './convert';
 import { doctorCommand } from './doctor';
 import { EMBED_HELP, embedCommand } from './embed';
 import { EXPORT_HELP, exportCommand } from './export';
+import { launch } from './launch';
 import { PREDICT_HELP, predictCommand } from './predict';
 import { buildModel, DATASETS, intFlag, loadData, MODEL_NAMES, type ModelSpec, modelSpecFromFlags, numFlag, UsageError } from './args';
 
@@ -83,7 +84,16 @@ Output:
   --resume                continue from the latest checkpoint in --checkpoint-dir
   --log FILE              append JSON lines of metrics
   --json                  print the final metrics as JSON on stdout
-  --no-progress           no progress bar`,
+  --no-progress           no progress bar
+Data-parallel (gloo; see README "Training on several processes and machines"):
+  --nproc-per-node N      start N worker processes here (cores split between them); --batch-size is global
+  --nnodes M              machines in the run (default 1)
+  --node-rank K           this machine's index, 0..M-1 (default 0)
+  --master-addr HOST      where rank 0 listens for the rendezvous (default 127.0.0.1)
+  --master-port P         its port (default 29500)
+  --sync-bn               batch-norm statistics over the global batch
+  --dist-timeout SEC      timeout of every collective (default 120)
+  (a worker started with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set, e.g. by torchrun, joins that group)`,
   eval: `Usage: resnext eval --checkpoint DIR [--dataset NAME] [--data PATH] [options]
 
   --checkpoint DIR        a checkpoint directory, or a folder with a 'latest' file
@@ -152,6 +162,13 @@ const TRAIN = {
   weights: { type: 'string' },
   'freeze-backbone': { type: 'boolean' },
   'backbone-lr-scale': { type: 'string' },
+  'nproc-per-node': { type: 'string' },
+  nnodes: { type: 'string' },
+  'node-rank': { type: 'string' },
+  'master-addr': { type: 'string' },
+  'master-port': { type: 'string' },
+  'sync-bn': { type: 'boolean' },
+  'dist-timeout': { type: 'string' },
 } as const;
 
 const EVAL = { ...COMMON, checkpoint: { type: 'string' } } as const;
@@ -180,10 +197,49 @@ function threads(f: Flags): void {
   if (t) rx.setNumThreads(t);
 }
 
+/** The launcher's flags, removed from what the workers get. */
+const LAUNCH_FLAGS = ['--nproc-per-node', '--nnodes', '--node-rank', '--master-addr', '--master-port'];
+
+function workerArgs(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const name = a.split('=')[0];
+    if (LAUNCH_FLAGS.includes(name)) {
+      if (!a.includes('=')) i++;
+      continue;
+    }
+    out.push(a);
+  }
+  return out;
+}
+
 async function train(argv: string[]): Promise<number> {
   const { flags: f } = parse('train', argv, TRAIN);
   if (f.help) return help('train');
+  const nproc = intFlag('nproc-per-node', f['nproc-per-node'] as string | undefined);
+  if (nproc !== undefined && !rx.train.distributed.launchedByLauncher()) {
+    const nnodes = intFlag('nnodes', f.nnodes as string | undefined, 1)!;
+    const nodeRank = intFlag('node-rank', f['node-rank'] as string | undefined, 0)!;
+    if (nproc < 1 || nnodes < 1 || nodeRank >= nnodes) throw new UsageError(`--nproc-per-node and --nnodes expected >= 1 and --node-rank in [0, ${nnodes}), received ${nproc}, ${nnodes}, ${nodeRank}`);
+    return launch({
+      nprocPerNode: nproc, nnodes, nodeRank, masterAddr: (f['master-addr'] as string | undefined) ?? '127.0.0.1',
+      masterPort: intFlag('master-port', f['master-port'] as string | undefined, 29500)!, args: workerArgs(argv), script: __filename,
+      graceMs: 1000 * (numFlag('dist-timeout', f['dist-timeout'] as string | undefined, 30) ?? 30),
+    });
+  }
   threads(f);
+  const group = rx.train.distributed.launchedByLauncher()
+    ? await rx.train.distributed.init({ backend: 'gloo', timeoutMs: 1000 * (numFlag('dist-timeout', f['dist-timeout'] as string | undefined, 120) ?? 120) })
+    : null;
+  try {
+    return await trainIn(f, group);
+  } finally {
+    group?.destroy();
+  }
+}
+
+async function trainIn(f: Flags, group: rx.train.distributed.ProcessGroup | null): Promise<number> {
   const dev = device(f);
   const seed = intFlag('seed', f.seed as string | undefined, 0)!;
   const datasetName = (f.dataset as string | undefined) ?? 'synthetic';
@@ -195,7 +251,8 @@ async function train(argv: string[]): Promise<number> {
   const splits = await loadData(datasetName, f.data as string | undefined, dataOptions);
   const batchSize = intFlag('batch-size', f['batch-size'] as string | undefined, 128)!;
   const workers = intFlag('workers', f.workers as string | undefined);
-  const trainLoader = new rx.data.DataLoader(splits.train, { batchSize, shuffle: true, seed, transforms: splits.trainTransforms, workers });
+  const shard = group ? { rank: group.rank, worldSize: group.worldSize } : undefined;
+  const trainLoader = new rx.data.DataLoader(splits.train, { batchSize, shuffle: true, seed, transforms: splits.trainTransforms, workers, shard });
   const testLoader = new rx.data.DataLoader(splits.test, { batchSize: Math.max(batchSize, 256), transforms: splits.testTransforms, workers });
   const [c] = trainLoader.sampleShape;
   const spec = modelSpecFromFlags((f.model as string | undefined) ?? 'resnext29', f, splits.train.numClasses, c);
@@ -230,7 +287,7 @@ async function train(argv: string[]): Promise<number> {
   else throw new UsageError(`--schedule expected cosine, multistep or constant, received "${sched}"`);
 
   const params = rx.models.countParams(model).total;
-  process.stderr.write(
+  if (!group || group.rank === 0) process.stderr.write(
     `resnext train: ${spec.builder} (${(params / 1e6).toFixed(2)} M params) on ${splits.train.name} (${splits.train.length} train / ${splits.test.length} test, ` +
       `${trainLoader.sampleShape.join('x')}), ${epochs} epochs x ${steps} steps, batch ${batchSize}, ${dev}, ${rx.numThreads()} threads, ${trainLoader.workers} data workers\n`,
   );
@@ -247,6 +304,7 @@ async function train(argv: string[]): Promise<number> {
     checkpointDir: f['checkpoint-dir'] as string | undefined, checkpointEvery: intFlag('checkpoint-every', f['checkpoint-every'] as string | undefined),
     logFile: f.log as string | undefined, progress: f['no-progress'] ? false : 'auto', dataSeed: seed,
     modelSpec: { ...spec, dataset: datasetName, data: f.data ?? null, dataOptions } as unknown as Record<string, unknown>,
+    distributed: group ?? false, syncBatchNorm: !!f['sync-bn'],
   });
   const t0 = Date.now();
   try {
@@ -257,6 +315,7 @@ async function train(argv: string[]): Promise<number> {
       model: spec.builder, params, dataset: splits.train.name, epochs: r.history.length, steps: r.steps, aborted: r.aborted, seconds: (Date.now() - t0) / 1000,
       testTop1: last?.valTop1 ?? null, testTop5: last?.valTop5 ?? null, testLoss: last?.valLoss ?? null,
     };
+    if (group && group.rank !== 0) return r.aborted ? 130 : 0;
     if (f.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
     else if (last?.valTop1 !== undefined)
       process.stdout.write(`test accuracy: ${(100 * last.valTop1).toFixed(2)}% top-1, ${(100 * (last.valTop5 ?? 0)).toFixed(2)}% top-5 after ${r.history.length} epochs (${summary.seconds.toFixed(0)} s)\n`);

@@ -29,6 +29,12 @@ export interface DataLoaderOptions {
   dropLast?: boolean;
   /** Batches prepared ahead (default 2 per worker, at least 2). */
   prefetch?: number;
+  /**
+   * Data-parallel training (issue 15): yield only rows [floor(n*rank/worldSize),
+   * floor(n*(rank+1)/worldSize)) of each global batch of n (batchSize is the global batch), so
+   * the ranks together see exactly the batches one process would.
+   */
+  shard?: { rank: number; worldSize: number };
 }
 
 export interface Batch {
@@ -54,6 +60,8 @@ export class DataLoader {
   readonly workers: number;
   readonly dropLast: boolean;
   readonly prefetch: number;
+  /** This rank's part of every batch (null: whole batches). */
+  readonly shard: { rank: number; worldSize: number } | null;
   /** [C, H, W] of one sample after the transforms. */
   readonly sampleShape: ImageShape;
   private readonly pipeline: Pipeline;
@@ -98,6 +106,13 @@ export class DataLoader {
     }
     this.workers = workers;
     this.prefetch = int('prefetch', opts.prefetch, workers > 0 ? Math.max(2, 2 * workers) : 1, 1);
+    this.shard = null;
+    if (opts.shard !== undefined) {
+      const ws = int('shard.worldSize', opts.shard?.worldSize, Number.NaN, 1);
+      const r = int('shard.rank', opts.shard?.rank, Number.NaN, 0);
+      if (!(r < ws)) fail('ERR_ARG', op, 'shard.rank', `an integer in [0, ${ws})`, describe(opts.shard?.rank));
+      this.shard = { rank: r, worldSize: ws };
+    }
   }
 
   /** Number of batches in one epoch. */
@@ -141,7 +156,11 @@ export class DataLoader {
     const order = this.order(epoch);
     const [c, h, w] = this.sampleShape;
     const make = (b: number): Promise<Batch> => {
-      const idx = order.subarray(b * this.batchSize, Math.min(order.length, (b + 1) * this.batchSize));
+      let idx = order.subarray(b * this.batchSize, Math.min(order.length, (b + 1) * this.batchSize));
+      if (this.shard) {
+        const { rank, worldSize } = this.shard;
+        idx = idx.subarray(Math.floor((idx.length * rank) / worldSize), Math.floor((idx.length * (rank + 1)) / worldSize));
+      }
       return this.prepare(Int32Array.from(idx), epoch).then(({ x, y }) => ({ x, y, shape: [y.length, c, h, w], index: b, epoch }));
     };
     const self = this;

@@ -75,6 +75,11 @@ export class Conv2d extends Module {
   }
 }
 
+/** Computes a training-mode batch norm (+ residual, + ReLU) with statistics over several processes. */
+export interface BatchNormSync {
+  forward(bn: BatchNorm2d, x: Tensor, residual: Tensor | null, relu: boolean): Tensor;
+}
+
 export class BatchNorm2d extends Module {
   readonly weight: Tensor;
   readonly bias: Tensor;
@@ -102,15 +107,23 @@ export class BatchNorm2d extends Module {
       training: this.training, momentum: this.options.momentum ?? 0.1, eps: this.options.eps ?? 1e-5,
     };
   }
+  /**
+   * Synchronised batch norm (issue 15): when set (lib/train/distributed, `syncBatchNorm: true`),
+   * training-mode statistics cover every rank's batch; eval mode is unchanged.
+   */
+  sync: BatchNormSync | null = null;
   forward(x: Tensor): Tensor {
+    if (this.sync && this.training) return this.sync.forward(this, x, null, false);
     return batchNorm2d(x, this.opts());
   }
   /** relu(bn(x)) as one fused op. */
   forwardReLU(x: Tensor): Tensor {
+    if (this.sync && this.training) return this.sync.forward(this, x, null, true);
     return batchNormReLU(x, this.opts());
   }
   /** relu(bn(x) + residual) as one fused op. */
   forwardAddReLU(x: Tensor, residual: Tensor): Tensor {
+    if (this.sync && this.training) return this.sync.forward(this, x, residual, true);
     return batchNormAddReLU(x, residual, this.opts());
   }
   protected override syncOwnBuffers(): void {

@@ -29,6 +29,8 @@ export interface TrainingState {
   rng: { seed: number; offset: number };
   /** Seeds the data order and augmentation. */
   dataSeed: number;
+  /** Processes of a data-parallel run (absent: 1); resume needs the same. */
+  worldSize?: number;
   /** What the CLI needs to rebuild the model (builder name and options). */
   modelSpec?: Record<string, unknown>;
   /** Per-epoch metrics so far, and per-step losses of the current epoch. */

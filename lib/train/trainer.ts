@@ -11,6 +11,14 @@
  * numClasses })` replaces the head), then `freezeBackbone` trains the head only, with the
  * backbone's BatchNorm layers in eval mode (their running statistics are the pretrained ones and
  * stay so), and `backboneLrScale` gives the backbone a fraction of the head's learning rate.
+ *
+ * Data parallelism (issue 15): with `distributed` (true: the group of distributed.init() or the
+ * launcher's environment; or a ProcessGroup), parameters and buffers are broadcast from rank 0
+ * at the start, gradients are averaged by a bucketed allreduce that starts during backward
+ * (./distributed/ddp.ts), each rank trains on its shard of every global batch (the batches a
+ * single process would see, split by rank), losses and epoch metrics are reduced over ranks,
+ * and only rank 0 writes checkpoints, logs and progress. `syncBatchNorm` makes batch norm use
+ * the global batch's statistics. Resume needs the same world size (recorded in state.json).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -24,6 +32,9 @@ import type { SGD } from '../optim/sgd';
 import { ConstantLR, type Schedule } from '../optim/schedule';
 import { disposeCheckpoint, loadCheckpoint, saveCheckpoint, type TrainingState } from './checkpoint';
 import { Progress } from './progress';
+import { GradReducer } from './distributed/ddp';
+import { getGroup, init, ProcessGroup, writeInto } from './distributed/process-group';
+import { convertSyncBatchNorm } from './distributed/sync-batch-norm';
 
 /** One batch: NCHW float32 images and int32 labels. */
 export interface Batch {
@@ -35,6 +46,8 @@ export interface Batch {
 /** Anything that yields the batches of an epoch in a deterministic order (see lib/data's DataLoader). */
 export interface BatchSource {
   readonly batchesPerEpoch: number;
+  /** Set when the source already yields only this rank's part of each global batch (DataLoader's `shard`). */
+  readonly shard?: { rank: number; worldSize: number } | null;
   batches(epoch: number, options?: { startBatch?: number }): AsyncIterable<Batch>;
 }
 
@@ -72,6 +85,18 @@ export interface TrainerOptions {
   freezeBackbone?: boolean;
   /** The backbone's learning rate as a fraction of the head's, e.g. 0.1 (sets optimizer.lrScales). Default 1. */
   backboneLrScale?: number;
+  /**
+   * Data-parallel training: true (the group of distributed.init(), or one made from RANK,
+   * WORLD_SIZE, MASTER_ADDR and MASTER_PORT) or a ProcessGroup. Batches are global: each rank
+   * trains on its 1/worldSize of every batch.
+   */
+  distributed?: boolean | ProcessGroup;
+  /** Batch norm statistics over the global batch (SyncBatchNorm), with `distributed`. Default false. */
+  syncBatchNorm?: boolean;
+  /** Gradient bucket size for the allreduce, MiB (default 25, as PyTorch's DDP). */
+  bucketCapMb?: number;
+  /** Without syncBatchNorm: broadcast rank 0's float buffers (running statistics) before every step, as DDP does. Default true. */
+  broadcastBuffers?: boolean;
 }
 
 export interface FitOptions {
@@ -115,8 +140,13 @@ export class Trainer {
   readonly optimizer: SGD;
   readonly schedule: Schedule;
   private readonly o: TrainerOptions;
-  private readonly progress: Progress;
+  private progress: Progress;
   step = 0;
+  /** The process group while fit() trains data-parallel (null otherwise). */
+  group: ProcessGroup | null = null;
+  private reducer: GradReducer | null = null;
+  /** Time of the last step's gradient allreduce (from its first bucket's launch to the end), ms. */
+  lastCommMs = 0;
 
   constructor(options: TrainerOptions) {
     if (!options || typeof options.model?.forward !== 'function') fail('ERR_ARG', 'Trainer', 'model', 'a Module', describe(options?.model));
@@ -162,7 +192,7 @@ export class Trainer {
   }
 
   private log(record: Record<string, unknown>): void {
-    if (!this.o.logFile) return;
+    if (!this.o.logFile || (this.group && this.group.rank !== 0)) return;
     fs.mkdirSync(path.dirname(path.resolve(this.o.logFile)), { recursive: true });
     fs.appendFileSync(this.o.logFile, `${JSON.stringify({ time: new Date().toISOString(), ...record })}\n`);
   }
@@ -177,12 +207,13 @@ export class Trainer {
         hasBuffer: opt.stateDict().buffers.map((b) => b !== null),
       },
       schedule: this.schedule.toJSON(), rng: getRngState(), dataSeed: this.o.dataSeed ?? 0, modelSpec: this.o.modelSpec,
+      ...(this.group ? { worldSize: this.group.worldSize } : {}),
       history: history as unknown as Record<string, unknown>[], savedAt: new Date().toISOString(),
     };
   }
 
   private async save(epoch: number, batchInEpoch: number, history: EpochMetrics[]): Promise<void> {
-    if (!this.o.checkpointDir) return;
+    if (!this.o.checkpointDir || (this.group && this.group.rank !== 0)) return;
     const dir = await saveCheckpoint(this.o.checkpointDir, this.model, this.optimizer, this.state(epoch, batchInEpoch, history), this.o.keepCheckpoints ?? 2);
     this.log({ type: 'checkpoint', step: this.step, epoch, batchInEpoch, dir });
   }
@@ -191,6 +222,9 @@ export class Trainer {
   private async restore(from: string): Promise<{ epoch: number; batch: number; history: EpochMetrics[] }> {
     const ck = await loadCheckpoint(from);
     try {
+      const saved = ck.state.worldSize ?? 1;
+      const now = this.group?.worldSize ?? 1;
+      if (saved !== now) throw new ResnextError(`resume: ${ck.dir} expected a run with world size ${now}, received one saved with world size ${saved}`, 'ERR_ARG');
       this.model.loadStateDict(ck.model, { strict: true });
       const names = this.model.namedParameters().map(([n]) => n);
       const bufs = names.map((n, i) => (ck.state.optimizer.hasBuffer[i] ? (ck.optimizer[n] ?? null) : null));
@@ -211,6 +245,7 @@ export class Trainer {
     const { epochs, validation, signal } = options;
     if (!Number.isInteger(epochs) || epochs < 1) fail('ERR_ARG', 'fit', 'epochs', 'a positive integer', describe(epochs));
     if (!train || typeof train.batches !== 'function') fail('ERR_ARG', 'fit', 'train', 'a batch source (a DataLoader)', describe(train));
+    await this.setUpDistributed();
     let start = { epoch: 0, batch: 0, history: [] as EpochMetrics[] };
     if (options.resume) {
       const from = typeof options.resume === 'string' ? options.resume : this.o.checkpointDir;
@@ -218,6 +253,7 @@ export class Trainer {
       if (typeof options.resume === 'string' || fs.existsSync(path.join(from, 'latest'))) start = await this.restore(from);
       else this.progress.log(`no checkpoint in ${from} yet: starting from scratch`);
     }
+    if (this.group) this.broadcastState(true);
     const history = [...start.history];
     const losses: number[] = [];
     const device = this.o.device ?? 'cpu';
@@ -229,29 +265,18 @@ export class Trainer {
       const t0 = Date.now();
       let seen = 0, correct = 0, lossSum = 0;
       let batchIndex = epoch === start.epoch ? start.batch : 0;
-      for await (const b of train.batches(epoch, { startBatch: batchIndex })) {
-        if (signal?.aborted) {
+      for await (let b of train.batches(epoch, { startBatch: batchIndex })) {
+        // Data-parallel: every rank stops at the same step (the abort flag travels with the loss).
+        if (this.group ? this.anyAborted : signal?.aborted) {
           await this.save(epoch, batchIndex, history);
           this.log({ type: 'aborted', step: this.step, epoch, batchInEpoch: batchIndex });
           this.progress.log(`aborted at epoch ${epoch + 1}, batch ${batchIndex}${this.o.checkpointDir ? `; checkpoint saved in ${this.o.checkpointDir}` : ''}`);
           return { history, losses, steps: this.step, aborted: true };
         }
         const lr = this.schedule.lrAt(this.step);
-        const [loss, pred] = tidy(() => {
-          const x = tensor(b.x, b.shape, { device });
-          const logits = this.model.forward(x);
-          const l = crossEntropy(logits, b.y, { labelSmoothing: this.o.labelSmoothing ?? 0 });
-          l.backward();
-          this.optimizer.lr = lr;
-          this.optimizer.step();
-          this.optimizer.zeroGrad();
-          return [keep(l), keep(argmax(logits))] as const;
-        });
-        // Waiting here (off the JS thread) lets timers, progress and abort handlers run.
-        const lv = (await loss.data())[0];
-        const pv = await pred.data();
-        loss.dispose();
-        pred.dispose();
+        const part = this.group ? this.localPart(b, train) : b;
+        const { lv, pv } = await this.trainStep(part, lr, device, !!signal?.aborted);
+        b = part;
         this.step++;
         batchIndex++;
         losses.push(lv);
@@ -267,6 +292,14 @@ export class Trainer {
         options.onStep?.({ step: this.step, epoch, batch: batchIndex, loss: lv, lr });
         if (this.step % logEvery === 0) this.log({ type: 'step', step: this.step, epoch, batch: batchIndex, loss: lv, lr, imgPerSec: seen / Math.max(sec, 1e-9) });
         if (this.o.checkpointEvery && this.step % this.o.checkpointEvery === 0 && batchIndex < steps) await this.save(epoch, batchIndex, history);
+      }
+      if (this.group) {
+        // Epoch metrics over every rank's samples (step losses are already global-batch means).
+        const all = new Float32Array([seen, correct]);
+        await this.group.allreduceArray(all, 'sum');
+        lossSum = (lossSum / Math.max(1, seen)) * all[0];
+        seen = all[0];
+        correct = all[1];
       }
       const seconds = (Date.now() - t0) / 1000;
       const m: EpochMetrics = { epoch: epoch + 1, trainLoss: lossSum / Math.max(1, seen), trainAcc: correct / Math.max(1, seen), seconds, imgPerSec: seen / Math.max(seconds, 1e-9) };
@@ -284,6 +317,103 @@ export class Trainer {
       await this.save(epoch + 1, 0, history);
     }
     return { history, losses, steps: this.step, aborted: false };
+  }
+
+  /** Joins or takes the process group and prepares data parallelism (once per fit). */
+  private async setUpDistributed(): Promise<void> {
+    const d = this.o.distributed;
+    if (!d) return;
+    const g = d instanceof ProcessGroup ? d : (getGroup() ?? (await init()));
+    this.group = g;
+    this.anyAborted = false;
+    if (g.rank !== 0) this.progress = Progress.auto(this.o.stream ?? process.stderr, false);
+    if (this.o.syncBatchNorm) convertSyncBatchNorm(this.model, g);
+    const cap = this.o.bucketCapMb;
+    if (cap !== undefined && !(Number.isFinite(cap) && cap > 0)) fail('ERR_ARG', 'Trainer', 'bucketCapMb', 'a positive number', describe(cap));
+    const params = this.optimizer.params.filter((p) => p.requiresGrad);
+    this.reducer = new GradReducer(g, params, cap ? { bucketCapBytes: cap * 1024 * 1024 } : {});
+  }
+
+  /** Copies rank 0's parameters (and buffers) to every rank. */
+  private broadcastState(params: boolean): void {
+    const g = this.group!;
+    const ts = [...(params ? this.model.parameters() : []), ...this.model.buffers()].filter((t) => t.dtype === 'float32');
+    // One collective for all of them.
+    const d = new Float32Array(ts.reduce((a, t) => a + t.size, 0));
+    let k = 0;
+    for (const t of ts) {
+      d.set(t.dataSync() as Float32Array, k);
+      k += t.size;
+    }
+    g.broadcastArraySync(d, 0);
+    if (g.rank === 0) return;
+    k = 0;
+    for (const t of ts) {
+      writeInto(t, d.subarray(k, k + t.size));
+      k += t.size;
+    }
+  }
+
+  /** This rank's rows of a global batch (unless the source already shards). */
+  private localPart(b: Batch, src: BatchSource): Batch {
+    const g = this.group!;
+    if (src.shard && src.shard.worldSize === g.worldSize && src.shard.rank === g.rank) return b;
+    const [n, c, h, w] = b.shape;
+    const lo = Math.floor((n * g.rank) / g.worldSize);
+    const hi = Math.floor((n * (g.rank + 1)) / g.worldSize);
+    const per = c * h * w;
+    return { x: b.x.subarray(lo * per, hi * per), y: b.y.subarray(lo, hi), shape: [hi - lo, c, h, w] };
+  }
+
+  /** Forward, backward (with the gradient allreduce when data-parallel) and the SGD update. */
+  /** Data-parallel: whether some rank's signal had aborted by the end of the last step. */
+  private anyAborted = false;
+
+  private async trainStep(b: Batch, lr: number, device: Device, aborted: boolean): Promise<{ lv: number; pv: Int32Array | Float32Array }> {
+    const g = this.group;
+    const reducer = this.reducer;
+    try {
+      if (g && !this.o.syncBatchNorm && this.o.broadcastBuffers !== false) this.broadcastState(false);
+      const [loss, pred] = tidy(() => {
+        const x = tensor(b.x, b.shape, { device });
+        const logits = this.model.forward(x);
+        const l = crossEntropy(logits, b.y, { labelSmoothing: this.o.labelSmoothing ?? 0 });
+        if (reducer) reducer.during(() => l.backward());
+        else {
+          l.backward();
+          this.optimizer.lr = lr;
+          this.optimizer.step();
+          this.optimizer.zeroGrad();
+        }
+        return [keep(l), keep(argmax(logits))] as const;
+      });
+      if (reducer) {
+        await reducer.finish();
+        this.lastCommMs = reducer.lastCommMs;
+        tidy(() => {
+          this.optimizer.lr = lr;
+          this.optimizer.step();
+          this.optimizer.zeroGrad();
+        });
+      }
+      // Waiting here (off the JS thread) lets timers, progress and abort handlers run.
+      let lv = (await loss.data())[0];
+      const pv = (await pred.data()) as Int32Array | Float32Array;
+      loss.dispose();
+      pred.dispose();
+      if (g) {
+        // The global batch's loss: the mean of the ranks' means (equal shards).
+        // and whether any rank was asked to stop.
+        const a = new Float32Array([lv, aborted ? 1 : 0]);
+        await g.allreduceArray(a, 'sum');
+        lv = a[0] / g.worldSize;
+        this.anyAborted = a[1] > 0;
+      }
+      return { lv, pv };
+    } catch (e) {
+      if (g) throw await g.explain(`train step ${this.step + 1} (rank ${g.rank} of ${g.worldSize})`, e);
+      throw e;
+    }
   }
 
   /** Loss, top-1 and top-5 accuracy over a data source, in eval mode without gradients. */
