@@ -81,6 +81,25 @@ describe('errors', () => {
     expect(Array.from(rx.ones([2]).dataSync())).toEqual([1, 1]);
   });
 
+  test('unusual JS values are ResnextErrors, not TypeErrors, stack overflows or V8 out-of-memory', async () => {
+    // An object with Tensor's prototype whose constructor never ran.
+    expectError(() => rx.relu(Object.create(rx.Tensor.prototype)), 'ERR_ARG', /constructor never ran/);
+    expectError(() => rx.tensor(new BigInt64Array(4) as unknown as number[]), 'ERR_ARG', /tensor/, /data/, /BigInt64Array/);
+    expectError(() => rx.tensor(new DataView(new ArrayBuffer(8)) as unknown as number[]), 'ERR_ARG', /DataView/);
+    let deep: unknown = [1];
+    for (let i = 0; i < 100_000; i++) deep = [deep];
+    expectError(() => rx.tensor(deep as number[]), 'ERR_SHAPE', /nested at most 64 deep/);
+    // A SharedArrayBuffer's typed array is read like any other.
+    const shared = new Float32Array(new SharedArrayBuffer(16));
+    shared.set([1, 2, 3, 4]);
+    expect(Array.from(rx.tensor(shared).dataSync())).toEqual([1, 2, 3, 4]);
+    // array() of a shape that needs a billion nested JS arrays.
+    await expect(rx.zeros([1e9, 0]).array()).rejects.toMatchObject({ code: 'ERR_OOM', message: expect.stringMatching(/array/) });
+    // bfloat16 is stored on the CPU but not computed there: refused at the call, not at the next sync.
+    expectError(() => rx.randn([2, 2], { dtype: 'bfloat16' }), 'ERR_DTYPE', /randn/, /bfloat16 is computed on CUDA only/);
+    expectError(() => rx.relu(rx.cast(rx.ones([2]), 'bfloat16')), 'ERR_DTYPE', /relu/, /bfloat16/);
+  });
+
   test('the process survives a burst of bad calls', () => {
     for (let i = 0; i < 200; i++) {
       expect(() => rx.conv2d(x, rx.zeros([1, 1, 1, 1]))).toThrow(rx.ResnextError);
