@@ -245,8 +245,9 @@ export interface SgdStepOptions {
 /**
  * One SGD update in place, PyTorch's rule: d = g + wd * p; buf = momentum * buf + (1 - dampening) * d
  * (buf = d on the first step); d = nesterov ? d + momentum * buf : buf; p -= lr * d.
+ * Returns param (like PyTorch's in-place ops, which return self).
  */
-export function sgdStep(param: Tensor, grad: Tensor, options: SgdStepOptions): void {
+export function sgdStep(param: Tensor, grad: Tensor, options: SgdStepOptions): Tensor {
   const op = 'sgdStep';
   if (typeof options !== 'object' || options === null) fail('ERR_ARG', op, 'options', '{ lr, momentum?, ... }', describe(options));
   if (options.lr === undefined) fail('ERR_ARG', op, 'lr', 'a finite number', 'undefined');
@@ -258,4 +259,5 @@ export function sgdStep(param: Tensor, grad: Tensor, options: SgdStepOptions): v
     nesterov: bool(op, 'nesterov', options.nesterov, false),
     firstStep: bool(op, 'firstStep', options.firstStep, true),
   });
+  return param;
 }
