@@ -20,7 +20,7 @@ describe('gradcheck', () => {
     const w = f64([1, -1, 2, 0.5, 3, -2], [2, 3]);
     const before = rx.memory().tensors;
     for (let i = 0; i < 3; i++) expect(rx.gradcheck((a, b) => rx.linear(a, b), [x, w]).ok).toBe(true);
-    expect(rx.memory().tensors).toBe(before);
+    expect(rx.memory().tensors).toBeLessThanOrEqual(before); // GC may free unrelated garbage meanwhile
     x.dispose();
     w.dispose();
   });

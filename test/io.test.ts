@@ -219,7 +219,7 @@ describe('files written by the reference implementation', () => {
     const p = craft('big-i64.safetensors', { steps: { dtype: 'I64', shape: [2], data_offsets: [0, 16] } }, i64);
     const before = rx.memory().tensors;
     await expectIoError(io.loadSafetensors(p), p, /"steps"/, /fit int32/, /2147483648/);
-    expect(rx.memory().tensors).toBe(before);
+    expect(rx.memory().tensors).toBeLessThanOrEqual(before); // GC may free unrelated garbage meanwhile
   });
 });
 

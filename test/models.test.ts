@@ -103,7 +103,7 @@ describe('builders that fail half way', () => {
       expect.objectContaining({ code: 'ERR_OOM' }),
     );
     expect(() => models.resnext29({ cardinality: 2 ** 20, width: 2 ** 20 })).toThrow(expect.objectContaining({ code: 'ERR_OOM' }));
-    expect(rx.memory().tensors).toBe(before);
+    expect(rx.memory().tensors).toBeLessThanOrEqual(before); // GC may free unrelated garbage meanwhile
   });
 
   test('counts out of range are ERR_ARG before anything is built', () => {

@@ -94,7 +94,7 @@ describe('huge shapes', () => {
   ])('zeros(%j) is ERR_OOM naming zeros, before any allocation', (shape) => {
     const before = rx.memory().bytes;
     expect(() => rx.zeros(shape)).toThrow(expect.objectContaining({ code: 'ERR_OOM', message: expect.stringMatching(/^zeros: shape/) }));
-    expect(rx.memory().bytes).toBe(before);
+    expect(rx.memory().bytes).toBeLessThanOrEqual(before); // nothing allocated (GC may free garbage meanwhile)
   });
 
   test('a reshape whose size product overflows is refused, not wrapped', () => {

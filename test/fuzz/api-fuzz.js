@@ -47,6 +47,8 @@ function gen(i) {
   const size = (lo, hi) => (hostile() ? pick(['0', '-1', '1.5', '2 ** 40', 'NaN']) : String(int(lo, hi)));
   const t4 = () => `rx.randn([${size(0, 3)}, ${size(0, 4)}, ${size(0, 9)}, ${size(0, 9)}]${dtype()})`;
   const pair = () => (r() < 0.5 ? num(0, 3) : `[${num(0, 3)}, ${num(0, 3)}]`);
+  // Channel counts for the BN parameters come from size(): a hostile count is invalid or beyond
+  // memory (2^40), never a valid multi-GB tensor (ones([2 ** 31]) is 8 GB of real work).
   const bnOpts = (c) =>
     `{ weight: rx.ones([${c}]), bias: rx.zeros([${c}]), runningMean: rx.zeros([${c}]), runningVar: rx.ones([${c}]), training: ${pick(['true', 'false', '1'])}, momentum: ${pick(['0.1', '2', 'NaN'])}, eps: ${pick(['1e-5', '0', 'Infinity'])} }`;
   const ops = [
@@ -62,8 +64,8 @@ function gen(i) {
     () => `rx.cast(${t()}, ${pick(['"float64"', '"float32"', '"int32"', '"bfloat16"', '"x"'])})`,
     () => `rx.${pick(['sum', 'mean'])}(${t()}${r() < 0.5 ? `, ${pick(['0', '-1', '[0, 1]', '5', '1.5', '[]'])}` : ''})`,
     () => `rx.conv2d(${t4()}, rx.randn([${size(0, 4)}, ${size(0, 4)}, ${size(0, 3)}, ${size(0, 3)}]), { stride: ${pair()}, padding: ${pair()}, groups: ${num(1, 2)} })`,
-    () => `rx.${pick(['batchNorm2d', 'batchNormReLU'])}(${t4()}, ${bnOpts(num(0, 4))})`,
-    () => `rx.batchNormAddReLU(${t4()}, ${t4()}, ${bnOpts(num(0, 4))})`,
+    () => `rx.${pick(['batchNorm2d', 'batchNormReLU'])}(${t4()}, ${bnOpts(size(0, 4))})`,
+    () => `rx.batchNormAddReLU(${t4()}, ${t4()}, ${bnOpts(size(0, 4))})`,
     () => `rx.maxPool2d(${t4()}, ${pair()}, { stride: ${pair()}, padding: ${pair()} })`,
     () => `rx.globalAvgPool2d(${t4()})`,
     () => `rx.linear(${t(2)}, ${t(2)}, ${r() < 0.5 ? 'undefined' : t(1)})`,
