@@ -147,7 +147,7 @@ export class Tensor {
 
   /** @internal Wrap a native handle. Use the creation functions (tensor, zeros, ...) instead. */
   constructor(handle: TensorHandle) {
-    if (!handle || typeof handle !== 'object' || !('nbytes' in handle))
+    if (!(handle instanceof (native as unknown as { TensorHandle: new (...a: unknown[]) => TensorHandle }).TensorHandle))
       fail('ERR_ARG', 'Tensor', 'handle', 'a native tensor handle (use tensor(), zeros(), ...)', describe(handle));
     this.h = handle;
     this._shape = Object.freeze(handle.shape);
@@ -156,14 +156,16 @@ export class Tensor {
     track(this);
   }
 
+  // An object made with Object.create(Tensor.prototype) has none of these: reading one throws
+  // the handle getter's ERR_ARG instead of returning undefined into the caller's arithmetic.
   get shape(): readonly number[] {
-    return this._shape;
+    return this._shape ?? this.handle.shape;
   }
   get dtype(): DType {
-    return this._dtype;
+    return this._dtype ?? this.handle.dtype;
   }
   get device(): Device {
-    return this._device;
+    return this._device ?? this.handle.device;
   }
 
   /**
