@@ -50,6 +50,8 @@ export interface StorageRef {
   readonly location: string;
   /** Legacy storage views (view_metadata): the element offset into the root storage. */
   readonly viewOffset: number;
+  /** Legacy storage views: the view's element count (tensors must stay within it); else numel. */
+  readonly viewNumel: number;
 }
 
 /** A tensor as torch._utils._rebuild_tensor_v2 describes it: a strided view of a storage. */
@@ -78,6 +80,23 @@ export class PyDict extends Map<unknown, unknown> {
 /** What the VM reports; the caller wraps it into ResnextError ERR_IO with the file name. */
 export class PickleError extends Error {}
 
+/**
+ * A name from the file made safe for an error message: at most 200 characters, and control,
+ * non-ASCII and quote characters escaped, so a hostile module name cannot inject terminal escape
+ * sequences or newlines into logs, nor make a megabyte-long message.
+ */
+export function safeName(s: string): string {
+  const cut = s.length > 200 ? `${s.slice(0, 200)}` : s;
+  const esc = cut.replace(/[^\x20-\x7e]|["\\]/g, (c) => {
+    const n = c.charCodeAt(0);
+    return c === '"' || c === '\\' ? `\\${c}` : `\\u${n.toString(16).padStart(4, '0')}`;
+  });
+  return s.length > 200 ? `${esc}... (${s.length} characters)` : esc;
+}
+
+/** Most dimensions a tensor may have (PyTorch's own limit is 64 in practice). */
+export const MAX_DIMS = 64;
+
 /** A global resolved from the allow-list: the only things REDUCE / NEWOBJ can call. */
 class Callable {
   constructor(readonly qualname: string, readonly call: (args: unknown[]) => unknown) {}
@@ -94,7 +113,8 @@ function asInt(v: unknown, what: string): number {
 
 function intList(v: unknown, what: string): number[] {
   if (!Array.isArray(v)) throw new PickleError(`${what} expected a tuple of ints, received ${typeof v}`);
-  return v.map((x, i) => {
+  if (v.length > MAX_DIMS) throw new PickleError(`${what} expected at most ${MAX_DIMS} dimensions, received ${v.length}`);
+  return Array.from(v as unknown[], (x, i) => {
     const n = asInt(x, `${what}[${i}]`);
     if (n < 0) throw new PickleError(`${what}[${i}] expected a non-negative int, received ${n}`);
     return n;
@@ -121,8 +141,13 @@ const PY2_MODULES: Record<string, string> = { __builtin__: 'builtins', copy_reg:
  * torch's storage classes are recognised by name (torch.FloatStorage, torch.storage.FloatStorage
  * ...). torch.storage._load_from_bytes is deliberately absent: it unpickles the bytes it is given.
  */
+function py3Module(module: string): string | undefined {
+  // Own keys only: a module named "__proto__" or "constructor" must not find Object.prototype.
+  return Object.hasOwn(PY2_MODULES, module) ? PY2_MODULES[module] : undefined;
+}
+
 function resolveGlobal(module: string, name: string): Callable | StorageType | null {
-  module = PY2_MODULES[module] ?? module;
+  module = py3Module(module) ?? module;
   const q = `${module}.${name}`;
   if ((module === 'torch' || module === 'torch.storage' || module === 'torch.cuda') && Object.hasOwn(STORAGE_TYPES, name))
     return new StorageType(name, STORAGE_TYPES[name]);
@@ -182,6 +207,7 @@ export class BufferSource implements ByteSource {
     return this.pos;
   }
   read(n: number): Uint8Array {
+    if (!Number.isSafeInteger(n) || n < 0) throw new PickleError(`a length of ${n} (corrupt pickle)`);
     if (this.pos + n > this.buf.length) throw new PickleError('the pickle ends early (truncated file)');
     const v = this.buf.subarray(this.pos, this.pos + n);
     this.pos += n;
@@ -199,9 +225,15 @@ export class BufferSource implements ByteSource {
 export interface UnpickleOptions {
   /** Called for BINPERSID / PERSID with the persistent id (torch: ('storage', type, key, location, numel[, view])). */
   persistentLoad: (pid: unknown) => unknown;
-  /** Upper bound on memo entries and stack depth (corrupt-file guard). */
+  /** Upper bound on memo entries, stack depth and open MARKs, each (corrupt-file guard). */
   maxItems?: number;
+  /** Upper bound on containers (lists, tuples, dicts, sets, bytes, tensors) the pickle builds. */
+  maxObjects?: number;
 }
+
+/** Defaults: a state dict of 100k tensors needs ~1M memo entries and ~700k containers. */
+export const MAX_ITEMS = 1 << 23;
+export const MAX_OBJECTS = 1 << 22;
 
 const latin1 = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.length).toString('latin1');
 const utf8 = new TextDecoder('utf-8', { fatal: false });
@@ -222,13 +254,32 @@ function rawUnicodeEscape(s: string): string {
   return s.replace(/\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})/g, (_, a: string, b: string) => String.fromCodePoint(parseInt(a ?? b, 16)));
 }
 
+/** Longest LONG1/LONG4 we accept, in bytes (torch's largest is the 10-byte legacy magic number). */
+const MAX_LONG_BYTES = 1024;
+/** Longest protocol-0 INT/LONG in digits (CPython's own default int_max_str_digits). */
+const MAX_INT_DIGITS = 4300;
+
 function readLong(b: Uint8Array): number | bigint {
-  // Little-endian two's complement of any length (LONG1 / LONG4).
+  // Little-endian two's complement (LONG1 / LONG4). One BigInt from hex: linear, where shifting
+  // byte by byte is quadratic in the length (a hang for a megabyte-long LONG4).
   if (b.length === 0) return 0;
-  let v = 0n;
-  for (let i = b.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]);
+  if (b.length > MAX_LONG_BYTES) throw new PickleError(`an integer of ${b.length} bytes (at most ${MAX_LONG_BYTES})`);
+  let v = BigInt(`0x${Buffer.from(b).reverse().toString('hex')}`);
   if (b[b.length - 1] & 0x80) v -= 1n << BigInt(8 * b.length);
   return v >= -BigInt(Number.MAX_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+}
+
+function parseDecimal(s: string, op: string): number | bigint {
+  if (!/^[-+]?\d+$/.test(s)) throw new PickleError(`${op} expected digits`);
+  if (s.length > MAX_INT_DIGITS) throw new PickleError(`${op} with ${s.length} digits (at most ${MAX_INT_DIGITS})`);
+  const b = BigInt(s);
+  return b >= -BigInt(Number.MAX_SAFE_INTEGER) && b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : b;
+}
+
+/** A memo index written as text (PUT / GET): decimal digits only. */
+function memoIndex(s: string): number {
+  if (!/^\d{1,15}$/.test(s)) throw new PickleError('PUT/GET expected a decimal memo index (corrupt pickle)');
+  return Number(s);
 }
 
 /**
@@ -237,7 +288,14 @@ function readLong(b: Uint8Array): number | bigint {
  * opcode we refuse, and for malformed data.
  */
 export function unpickle(src: ByteSource, opts: UnpickleOptions): unknown {
-  const maxItems = opts.maxItems ?? 50_000_000;
+  const maxItems = opts.maxItems ?? MAX_ITEMS;
+  const maxObjects = opts.maxObjects ?? MAX_OBJECTS;
+  let objects = 0;
+  /** Counts one container built: the file is small per object, the objects are not (a `}` byte is a Map). */
+  const obj = <T>(v: T): T => {
+    if (++objects > maxObjects) throw new PickleError(`more than ${maxObjects} objects (lists, tuples, dicts) in the pickle`);
+    return v;
+  };
   const stack: unknown[] = [];
   const marks: number[] = [];
   const memo = new Map<number, unknown>();
@@ -273,6 +331,10 @@ export function unpickle(src: ByteSource, opts: UnpickleOptions): unknown {
     if (m === undefined) throw new PickleError('MARK expected before this opcode (corrupt pickle)');
     return stack.splice(m);
   };
+  const mark = () => {
+    if (marks.length >= maxItems) throw new PickleError('too many nested MARKs');
+    marks.push(stack.length);
+  };
   const push = (v: unknown) => {
     if (stack.length >= maxItems) throw new PickleError('the pickle stack is too deep');
     stack.push(v);
@@ -288,15 +350,15 @@ export function unpickle(src: ByteSource, opts: UnpickleOptions): unknown {
   const global = (module: string, name: string) => {
     const g = resolveGlobal(module, name);
     if (!g) {
-      const py3 = PY2_MODULES[module];
-      throw new PickleError(`global "${py3 ?? module}.${name}"${py3 ? ` (written as "${module}.${name}")` : ''}`);
+      const py3 = py3Module(module);
+      throw new PickleError(`global "${safeName(`${py3 ?? module}.${name}`)}"${py3 ? ` (written as "${safeName(`${module}.${name}`)}")` : ''}`);
     }
-    push(g);
+    push(obj(g));
   };
   const call = (fn: unknown, args: unknown, op: string) => {
     if (!(fn instanceof Callable)) throw new PickleError(`${op} expected an allowed callable, received ${fn instanceof StorageType ? `storage class ${fn.name}` : typeof fn}`);
     if (!Array.isArray(args)) throw new PickleError(`${op} expected an argument tuple`);
-    return fn.call(args);
+    return obj(fn.call(args));
   };
   const setItems = (d: unknown, items: unknown[]) => {
     if (!(d instanceof PyDict)) throw new PickleError('SETITEM(S) expected a dict');
@@ -333,6 +395,7 @@ export function unpickle(src: ByteSource, opts: UnpickleOptions): unknown {
       case 0x8b: { // LONG4
         const n = i32();
         if (n < 0) throw new PickleError('LONG4 with a negative length');
+        if (n > MAX_LONG_BYTES) throw new PickleError(`an integer of ${n} bytes (at most ${MAX_LONG_BYTES})`);
         push(readLong(src.read(n)));
         break;
       }
@@ -340,20 +403,12 @@ export function unpickle(src: ByteSource, opts: UnpickleOptions): unknown {
         const s = src.readLine();
         if (s === '01') push(true);
         else if (s === '00') push(false);
-        else {
-          if (!/^[-+]?\d+$/.test(s)) throw new PickleError('INT expected digits');
-          const b = BigInt(s);
-          push(b >= -BigInt(Number.MAX_SAFE_INTEGER) && b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : b);
-        }
+        else push(parseDecimal(s, 'INT'));
         break;
       }
-      case 0x4c: { // LONG (protocol 0)
-        const s = src.readLine().replace(/L$/, '');
-        if (!/^[-+]?\d+$/.test(s)) throw new PickleError('LONG expected digits');
-        const b = BigInt(s);
-        push(b >= -BigInt(Number.MAX_SAFE_INTEGER) && b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : b);
+      case 0x4c: // LONG (protocol 0)
+        push(parseDecimal(src.readLine().replace(/L$/, ''), 'LONG'));
         break;
-      }
       case 0x46: { // FLOAT (protocol 0)
         const s = src.readLine();
         const v = Number(s);
@@ -372,35 +427,40 @@ export function unpickle(src: ByteSource, opts: UnpickleOptions): unknown {
       case 0x8d: push(utf8.decode(src.read(u64()))); break; // BINUNICODE8
       case 0x56: push(rawUnicodeEscape(src.readLine())); break; // UNICODE (protocol 0)
       case 0x53: push(decodePyStringLiteral(src.readLine())); break; // STRING
-      case 0x54: push(latin1(src.read(i32()))); break; // BINSTRING (Python 2 str)
+      case 0x54: { // BINSTRING (Python 2 str): a signed length; a negative one would move the reader backwards (a loop)
+        const n = i32();
+        if (n < 0) throw new PickleError('BINSTRING with a negative length');
+        push(latin1(src.read(n)));
+        break;
+      }
       case 0x55: push(latin1(src.read(u8()))); break; // SHORT_BINSTRING
-      case 0x42: push(src.read(u32()).slice()); break; // BINBYTES
-      case 0x43: push(src.read(u8()).slice()); break; // SHORT_BINBYTES
-      case 0x8e: push(src.read(u64()).slice()); break; // BINBYTES8
-      case 0x96: push(src.read(u64()).slice()); break; // BYTEARRAY8
+      case 0x42: push(obj(src.read(u32()).slice())); break; // BINBYTES
+      case 0x43: push(obj(src.read(u8()).slice())); break; // SHORT_BINBYTES
+      case 0x8e: push(obj(src.read(u64()).slice())); break; // BINBYTES8
+      case 0x96: push(obj(src.read(u64()).slice())); break; // BYTEARRAY8
       // ---- containers
-      case 0x29: push(tuple([])); break; // EMPTY_TUPLE
-      case 0x85: push(tuple([pop()])); break; // TUPLE1
+      case 0x29: push(obj(tuple([]))); break; // EMPTY_TUPLE
+      case 0x85: push(obj(tuple([pop()]))); break; // TUPLE1
       case 0x86: { // TUPLE2
         const b = pop();
         const a = pop();
-        push(tuple([a, b]));
+        push(obj(tuple([a, b])));
         break;
       }
       case 0x87: { // TUPLE3
         const c = pop();
         const b = pop();
         const a = pop();
-        push(tuple([a, b, c]));
+        push(obj(tuple([a, b, c])));
         break;
       }
-      case 0x74: push(tuple(popMark())); break; // TUPLE
-      case 0x5d: push([]); break; // EMPTY_LIST
-      case 0x6c: push(popMark()); break; // LIST
-      case 0x7d: push(new PyDict()); break; // EMPTY_DICT
+      case 0x74: push(obj(tuple(popMark()))); break; // TUPLE
+      case 0x5d: push(obj([])); break; // EMPTY_LIST
+      case 0x6c: push(obj(popMark())); break; // LIST
+      case 0x7d: push(obj(new PyDict())); break; // EMPTY_DICT
       case 0x64: { // DICT
         const items = popMark();
-        const d = new PyDict();
+        const d = obj(new PyDict());
         setItems(d, items);
         push(d);
         break;
@@ -426,7 +486,7 @@ export function unpickle(src: ByteSource, opts: UnpickleOptions): unknown {
         setItems(top(), items);
         break;
       }
-      case 0x8f: push(new Set()); break; // EMPTY_SET
+      case 0x8f: push(obj(new Set())); break; // EMPTY_SET
       case 0x90: { // ADDITEMS
         const items = popMark();
         const s = top();
@@ -434,22 +494,22 @@ export function unpickle(src: ByteSource, opts: UnpickleOptions): unknown {
         for (const x of items) s.add(x);
         break;
       }
-      case 0x91: push(Object.freeze(new Set(popMark()))); break; // FROZENSET
+      case 0x91: push(obj(Object.freeze(new Set(popMark())))); break; // FROZENSET
       // ---- stack and memo
-      case 0x28: marks.push(stack.length); break; // MARK
+      case 0x28: mark(); break; // MARK
       case 0x30: pop(); break; // POP
       case 0x31: popMark(); break; // POP_MARK
       case 0x32: push(top()); break; // DUP
-      case 0x70: memoPut(Number(src.readLine())); break; // PUT
+      case 0x70: memoPut(memoIndex(src.readLine())); break; // PUT
       case 0x71: memoPut(u8()); break; // BINPUT
       case 0x72: memoPut(u32()); break; // LONG_BINPUT
       case 0x94: memoPut(memo.size); break; // MEMOIZE
-      case 0x67: memoGet(Number(src.readLine())); break; // GET
+      case 0x67: memoGet(memoIndex(src.readLine())); break; // GET
       case 0x68: memoGet(u8()); break; // BINGET
       case 0x6a: memoGet(u32()); break; // LONG_BINGET
       // ---- external references
-      case 0x51: push(opts.persistentLoad(pop())); break; // BINPERSID
-      case 0x50: push(opts.persistentLoad(src.readLine())); break; // PERSID
+      case 0x51: push(obj(opts.persistentLoad(pop()))); break; // BINPERSID
+      case 0x50: push(obj(opts.persistentLoad(src.readLine()))); break; // PERSID
       // ---- globals and calls: allow-list only
       case 0x63: { // GLOBAL "module\nname\n"
         const module = src.readLine();
