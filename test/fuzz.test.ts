@@ -19,3 +19,14 @@ test('2,000 fuzz cases: no crash, no hang, only ResnextErrors', () => {
     findings: [],
   });
 }, 240_000);
+
+test('2,000 cases of the independently written fuzzer (test/fuzz/fuzz.js): no crash, no hang, only ResnextErrors', () => {
+  const script = path.join(__dirname, 'fuzz', 'fuzz.js');
+  const r = spawnSync(process.execPath, [script, '--from', '0', '--to', '2000', '--strict'], { encoding: 'utf8', timeout: 230_000 });
+  const summary = r.stdout.trim().split('\n').at(-1) ?? '';
+  expect({ status: r.status, summary, findings: r.stdout.split('\n').filter((l) => /^(CRASH|HANG|NONRX)/.test(l)) }).toEqual({
+    status: 0,
+    summary: expect.stringMatching(/^fuzz: 2000 cases, 0 crashes, 0 hangs, 0 non-ResnextErrors/),
+    findings: [],
+  });
+}, 240_000);
