@@ -2,6 +2,7 @@
 import * as rx from '../lib';
 import { defineGradient, record } from '../lib/autograd/engine';
 import { native } from '../lib/native/addon';
+import { settle } from './reference';
 
 const vals = (t: rx.Tensor | null) => Array.from(t!.dataSync());
 
@@ -81,12 +82,15 @@ describe('autograd', () => {
   test('saved tensors are freed after backward; a second backward says why it fails', () => {
     rx.tidy(() => {
       const x = rx.tensor([1, 2], [2], { requiresGrad: true });
+      settle();
       const before = rx.memory().tensors;
       const loss = rx.sum(rx.exp(x)); // exp saves its output
+      settle();
       const during = rx.memory().tensors;
       expect(during).toBeGreaterThan(before);
       loss.backward();
       // the saved alias of exp's output is freed; x.grad is the one new handle
+      settle();
       expect(rx.memory().tensors).toBe(during - 1 + 1);
       expect(() => loss.backward()).toThrow(/backward twice/);
       const l2 = rx.sum(rx.exp(x));
@@ -123,6 +127,7 @@ describe('autograd', () => {
 
   test('tidy disposes intermediates, keeps returned tensors and leaf gradients', () => {
     const x = rx.tensor([1, 2], [2], { requiresGrad: true });
+    settle();
     const start = rx.memory().tensors;
     const kept = rx.tidy(() => {
       const y = rx.mul(x, 2);
@@ -133,6 +138,7 @@ describe('autograd', () => {
     expect(kept.z.isDisposed).toBe(false);
     expect(x.grad!.isDisposed).toBe(false);
     // z's gradFn node no longer exists after backward; z and x.grad are the only new handles
+    settle();
     expect(rx.memory().tensors).toBe(start + 2);
     kept.z.dispose();
     x.grad!.dispose();
@@ -150,6 +156,7 @@ describe('autograd', () => {
   });
 
   test('a forward+backward+SGD step on a conv/BN/ReLU net leaves memory() where it started after disposal', () => {
+    settle();
     const start = rx.memory();
     const params = {
       w1: rx.randn([8, 3, 3, 3], { requiresGrad: true, std: 0.2 }),
@@ -186,6 +193,7 @@ describe('autograd', () => {
     }
     expect(losses[2]).toBeLessThan(losses[0]);
     for (const t of [...Object.values(params), ...stats, ...bufs.values(), x]) t.dispose();
+    settle();
     const end = rx.memory();
     expect(end.tensors).toBe(start.tensors);
     expect(end.bytes).toBe(start.bytes);

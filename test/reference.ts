@@ -2,6 +2,9 @@
  * Plain reference implementations for the op tests: naive loops over Float64Arrays, written
  * from the definitions and independently of the native kernels.
  */
+import * as v8 from 'node:v8';
+import * as vm from 'node:vm';
+
 export type Arr = Float64Array;
 
 export interface ConvCfg {
@@ -190,4 +193,14 @@ export function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
   return m / scale;
+}
+
+// GC frees dropped tensor handles (their finalizers run inside GC), so memory() can fall at any
+// moment; tests that compare exact counts collect first.
+v8.setFlagsFromString('--expose-gc');
+const runGc = vm.runInNewContext('gc') as () => void;
+
+/** Collects garbage now, so every dropped tensor is freed and memory() counts are exact. */
+export function settle(): void {
+  runGc();
 }
