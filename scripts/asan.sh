@@ -25,7 +25,9 @@ RESNEXT_CPU_ISA=scalar "$out/conv_gemm_test" 1 | tail -1
 echo "== addon under ASan+UBSan ($((SECONDS - t0)) s)"
 npx cmake-js compile --out build-asan --CDNAPI_VERSION=8 --CDRESNEXT_SANITIZE=address,undefined >build-asan/build.log 2>&1 ||
   { tail -30 build-asan/build.log; exit 1; }
-nm -D build-asan/Release/resnext.node | grep -q __asan_report || { echo "asan: the addon is not instrumented"; exit 1; }
+# (grep reads nm's whole output: with pipefail, grep -q would stop early and nm fail on SIGPIPE.)
+nm -D build-asan/Release/resnext.node > build-asan/symbols.txt
+grep -q __asan_report build-asan/symbols.txt || { echo "asan: the addon is not instrumented"; exit 1; }
 preload="$(g++ -print-file-name=libasan.so):$(g++ -print-file-name=libubsan.so)"
 run() { LD_PRELOAD="$preload" RESNEXT_ADDON=build-asan/Release/resnext.node "$@"; }
 
