@@ -11,7 +11,7 @@ import { flatten } from '../ops/shape';
 import { disposeOnThrow, type Tensor } from '../tensor/tensor';
 import { freeUntaped, Module } from '../nn/module';
 import { AdaptiveAvgPool2d, BatchNorm2d, type Conv2d, Linear, Sequential } from '../nn/layers';
-import { conv1x1, conv3x3, type InitOptions, zeroInitResidual } from './resnet';
+import { bottleneckForward, conv1x1, conv3x3, type InitOptions, zeroInitResidual } from './resnet';
 
 export class CifarBlock extends Module {
   readonly conv1: Conv2d;
@@ -36,21 +36,7 @@ export class CifarBlock extends Module {
     return this.bn3;
   }
   forward(x: Tensor): Tensor {
-    // Under noGrad each intermediate is freed as soon as the next op has read it (freeUntaped).
-    const c1 = this.conv1.forward(x);
-    const a = this.bn1.forwardReLU(c1);
-    freeUntaped(c1);
-    const c2 = this.conv2.forward(a);
-    freeUntaped(a);
-    const b = this.bn2.forwardReLU(c2);
-    freeUntaped(c2);
-    const c3 = this.conv3.forward(b);
-    freeUntaped(b);
-    const identity = this.shortcut ? this.shortcut.forward(x) : x;
-    const y = this.bn3.forwardAddReLU(c3, identity);
-    freeUntaped(c3);
-    freeUntaped(identity, x);
-    return y;
+    return bottleneckForward(this, this.shortcut, x);
   }
 }
 

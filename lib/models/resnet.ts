@@ -23,6 +23,37 @@ export const conv3x3 = (inPlanes: number, outPlanes: number, stride = 1, groups 
 export const conv1x1 = (inPlanes: number, outPlanes: number, stride = 1, o: InitOptions = {}) =>
   new Conv2d(inPlanes, outPlanes, 1, { stride, bias: false, init: o.init });
 
+/** The layers of a bottleneck block (torchvision's and the CIFAR ResNeXt-29's). */
+export interface BottleneckLayers {
+  conv1: Conv2d;
+  bn1: BatchNorm2d;
+  conv2: Conv2d;
+  bn2: BatchNorm2d;
+  conv3: Conv2d;
+  bn3: BatchNorm2d;
+}
+
+/**
+ * relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))) + shortcut(x)), the residual fused into
+ * bn3. Under noGrad each intermediate is freed as soon as the next op has read it (freeUntaped).
+ */
+export function bottleneckForward(b: BottleneckLayers, shortcut: Module | null, x: Tensor): Tensor {
+  const c1 = b.conv1.forward(x);
+  const out = b.bn1.forwardReLU(c1);
+  freeUntaped(c1);
+  const c2 = b.conv2.forward(out);
+  freeUntaped(out);
+  const mid = b.bn2.forwardReLU(c2);
+  freeUntaped(c2);
+  const c3 = b.conv3.forward(mid);
+  freeUntaped(mid);
+  const identity = shortcut ? shortcut.forward(x) : x;
+  const y = b.bn3.forwardAddReLU(c3, identity);
+  freeUntaped(c3);
+  freeUntaped(identity, x);
+  return y;
+}
+
 export class Bottleneck extends Module {
   static readonly expansion = 4;
   readonly conv1: Conv2d;
@@ -47,21 +78,7 @@ export class Bottleneck extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    // Under noGrad each intermediate is freed as soon as the next op has read it (freeUntaped).
-    const c1 = this.conv1.forward(x);
-    const out = this.bn1.forwardReLU(c1);
-    freeUntaped(c1);
-    const c2 = this.conv2.forward(out);
-    freeUntaped(out);
-    const mid = this.bn2.forwardReLU(c2);
-    freeUntaped(c2);
-    const c3 = this.conv3.forward(mid);
-    freeUntaped(mid);
-    const identity = this.downsample ? this.downsample.forward(x) : x;
-    const y = this.bn3.forwardAddReLU(c3, identity);
-    freeUntaped(c3);
-    freeUntaped(identity, x);
-    return y;
+    return bottleneckForward(this, this.downsample, x);
   }
 }
 
