@@ -112,7 +112,9 @@ std::string loadavg() {
 int main(int argc, char **argv) {
   const int reps = argc > 1 ? std::max(1, std::atoi(argv[1])) : 10;
   const std::string json_path = argc > 2 ? argv[2] : "bench/results/ops.json";
-  const int64_t N = 8;
+  // BENCH_BATCH (default 8): e.g. 1 for the shapes of batch-1 inference.
+  const char *nb_env = std::getenv("BENCH_BATCH");
+  const int64_t N = nb_env ? std::max(1, std::atoi(nb_env)) : 8;
   const Shape shapes[] = {
       {"stem 3x224x224->64 7x7 s2", 3, 224, 224, 64, 7, 7, 2, 3, 1},
       {"1x1 64x56x56->128", 64, 56, 56, 128, 1, 1, 1, 0, 1},
@@ -150,7 +152,7 @@ int main(int argc, char **argv) {
 
   std::string json = "{\n  \"kernels\": \"" + std::string(rx::cpu::gemm_kernels_f32().name) +
                      "\",\n  \"threads\": " + std::to_string(rx::cpu::num_threads()) +
-                     ",\n  \"batch\": 8,\n  \"reps\": " + std::to_string(reps) + ",\n  \"results\": [\n";
+                     ",\n  \"batch\": " + std::to_string(N) + ",\n  \"reps\": " + std::to_string(reps) + ",\n  \"results\": [\n";
   double tot_ours[3] = {}, tot_dnnl[3] = {}, tot_flops[3] = {};
   bool first = true;
   for (const Shape &sh : shapes) {

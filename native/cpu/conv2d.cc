@@ -166,13 +166,20 @@ void pack_panels(int MR, int64_t M, int64_t ntaps, T *dst, F get) {
 // KC x NR slivers: read straight from NCHW planes, a sliver's KC rows sit one plane (e.g. 12.5 KB)
 // apart and map onto a few L1 sets, so every micro-kernel call refetched them from L2. Few-row
 // grouped convs read the buffer directly (copying would cost as much as the FMAs it feeds).
-template <typename T>
+// lda == 0: Ap holds packed panels; lda > 0: Ap is the unpacked row-major matrix (row stride lda)
+// read by kr.tapr. epi(m0, m1, n0, nc) runs on each finished block of rows [m0, m1) x pixels
+// [n0, n0 + nc) while it is still in cache (the forward's bias / folded batch norm / ReLU).
+struct NoEpi {
+  void operator()(int64_t, int64_t, int64_t, int64_t) const {}
+};
+template <typename T, typename Epi = NoEpi>
 void tap_conv(const GemmKernels<T> &kr, int64_t M, const T *Ap, int64_t ntaps, const T *src, const int64_t *offs,
-              int64_t npix, T *out, int64_t ldo) {
+              int64_t npix, T *out, int64_t ldo, int64_t lda = 0, const Epi &epi = Epi()) {
   const int MR = kr.mr, NR = kr.nr;
   const int64_t KC = 256, MCB = 64, kPackRows = 64, NCB = 16 * NR;
   if (ntaps == 0) {
     for (int64_t m = 0; m < M; m++) std::fill(out + m * ldo, out + m * ldo + npix, T(0));
+    epi(0, M, 0, npix);
     return;
   }
   const bool pack = M >= kPackRows;
@@ -208,10 +215,14 @@ void tap_conv(const GemmKernels<T> &kr, int64_t M, const T *Ap, int64_t ntaps, c
           const T *bsrc = pack ? Bp + js * kc : src + n0 + js;
           const int64_t *bo = pack ? poffs : offs + t0;
           for (int64_t m = mc0; m < mc1; m += MR) {
-            kr.tap(kc, Ap + m * ntaps + t0 * MR, bsrc, bo, out + m * ldo + n0 + js, ldo,
-                   (int)std::min<int64_t>(MR, M - m), nr, T(1), beta);
+            const int mr = (int)std::min<int64_t>(MR, M - m);
+            if (lda)
+              kr.tapr(kc, Ap + m * lda + t0, lda, bsrc, bo, out + m * ldo + n0 + js, ldo, mr, nr, beta);
+            else
+              kr.tap(kc, Ap + m * ntaps + t0 * MR, bsrc, bo, out + m * ldo + n0 + js, ldo, mr, nr, T(1), beta);
           }
         }
+        if (t0 + kc >= ntaps) epi(mc0, mc1, n0, nc);
       }
     }
   }
@@ -289,6 +300,13 @@ int64_t row_chunks(int64_t base_tasks, int64_t M, int MR) {
 // ---------------------------------------------------------------------------------------------
 template <typename T>
 void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const T *bias, T *y) {
+  ConvEpilogue<T> e;
+  e.shift = bias;
+  conv2d_forward(g, x, w, e, y);
+}
+
+template <typename T>
+void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const ConvEpilogue<T> &e, T *y) {
   const GemmKernels<T> &kr = gemm_kernels<T>();
   const int64_t G = g.groups, Cg = g.C / G, Kg = g.K / G, PQ = g.P * g.Q, HW = g.H * g.W;
   const XLayout L = x_layout(g, g.N);
@@ -328,25 +346,31 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const T *bias, T 
           const int64_t nn = (i0 + i) / PQ, pq = (i0 + i) % PQ;
           T *dst = y + ((n0 + nn) * g.K + gi * Kg) * PQ + pq;
           const T *src = tile + i * Kg;
-          if (bias)
-            for (int64_t k = 0; k < Kg; k++) dst[k * PQ] = src[k] + bias[gi * Kg + k];
-          else
+          if (e.identity()) {
             for (int64_t k = 0; k < Kg; k++) dst[k * PQ] = src[k];
+          } else {
+            const int64_t yi = dst - y;
+            for (int64_t k = 0; k < Kg; k++) dst[k * PQ] = e.value(gi * Kg + k, src[k], yi + k * PQ);
+          }
         }
       }
     });
     return;
   }
 
-  std::vector<T> wp((size_t)(G * Mp * ntaps));
+  // Weights are read in place where the ISA has the unpacked-A kernel (tapr); packing them cost
+  // 12% of a batch-1 inference (every weight read and written once more per call).
+  const bool wdirect = kr.tapr != nullptr;
+  std::vector<T> wp(wdirect ? 0 : (size_t)(G * Mp * ntaps));
   const int64_t npan = Mp / kr.mr;
-  parallel_for(0, G * npan, 16, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; i++) {
-      const int64_t gi = i / npan, m0 = i % npan * kr.mr;
-      pack_panels(kr.mr, std::min<int64_t>(kr.mr, Kg - m0), ntaps, wp.data() + gi * Mp * ntaps + m0 * ntaps,
-                  [&](int64_t m, int64_t t) { return w[(gi * Kg + m0 + m) * ntaps + t]; });
-    }
-  });
+  if (!wdirect)
+    parallel_for(0, G * npan, 16, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; i++) {
+        const int64_t gi = i / npan, m0 = i % npan * kr.mr;
+        pack_panels(kr.mr, std::min<int64_t>(kr.mr, Kg - m0), ntaps, wp.data() + gi * Mp * ntaps + m0 * ntaps,
+                    [&](int64_t m, int64_t t) { return w[(gi * Kg + m0 + m) * ntaps + t]; });
+      }
+    });
   std::vector<int64_t> offs((size_t)ntaps);
   x_offsets(g, L, inplace ? HW : L.pl, offs.data());
 
@@ -358,29 +382,30 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const T *bias, T 
       const int64_t m0 = ci * rows, m1 = std::min(Kg, m0 + rows);
       if (m0 >= m1) return;
       const T *xg = x + (n0 * g.C + gi * Cg) * HW;
-      const T *Ap = wp.data() + gi * Mp * ntaps + m0 * ntaps;
+      const T *Ap = wdirect ? w + (gi * Kg + m0) * ntaps : wp.data() + gi * Mp * ntaps + m0 * ntaps;
+      const int64_t lda = wdirect ? ntaps : 0;
       if (inplace) {
         T *out = y + (n0 * g.K + gi * Kg + m0) * PQ;
-        tap_conv(kr, m1 - m0, Ap, ntaps, xg, offs.data(), PQ, out, PQ);
-        if (bias)
-          for (int64_t m = m0; m < m1; m++) {
-            const T bv = bias[gi * Kg + m];
-            T *row = out + (m - m0) * PQ;
-            for (int64_t i = 0; i < PQ; i++) row[i] += bv;
+        auto epi = [&](int64_t r0, int64_t r1, int64_t c0, int64_t nc) {
+          if (e.identity()) return;
+          for (int64_t m = r0; m < r1; m++) {
+            T *row = out + m * PQ + c0;
+            e.row(gi * Kg + m0 + m, row, row, nc, row - y);
           }
+        };
+        tap_conv(kr, m1 - m0, Ap, ntaps, xg, offs.data(), PQ, out, PQ, lda, epi);
         return;
       }
       T *buf = tls_buf<T>(0, (size_t)L.size);
       x_build(g, L, xg, nbc, buf);
       T *out = tls_buf<T>(1, (size_t)((m1 - m0) * L.pl));
-      tap_conv(kr, m1 - m0, Ap, ntaps, buf, offs.data(), nbc * L.img, out, L.pl);
+      tap_conv(kr, m1 - m0, Ap, ntaps, buf, offs.data(), nbc * L.img, out, L.pl, lda);
       for (int64_t nn = 0; nn < nbc; nn++)
         for (int64_t m = m0; m < m1; m++) {
-          const T bv = bias ? bias[gi * Kg + m] : T(0);
-          T *dst = y + ((n0 + nn) * g.K + gi * Kg + m) * PQ;
+          const int64_t k = gi * Kg + m;
+          T *dst = y + ((n0 + nn) * g.K + k) * PQ;
           const T *src = out + (m - m0) * L.pl + nn * L.img;
-          for (int64_t p = 0; p < g.P; p++)
-            for (int64_t q = 0; q < g.Q; q++) dst[p * g.Q + q] = src[p * L.pitch + q] + bv;
+          for (int64_t p = 0; p < g.P; p++) e.row(k, dst + p * g.Q, src + p * L.pitch, g.Q, dst + p * g.Q - y);
         }
     }
   });
@@ -806,6 +831,10 @@ void conv2d_backward_filter(const ConvGeom &g, const T *gy, const T *x, T *gw) {
 
 template void conv2d_forward<float>(const ConvGeom &, const float *, const float *, const float *, float *);
 template void conv2d_forward<double>(const ConvGeom &, const double *, const double *, const double *, double *);
+template void conv2d_forward<float>(const ConvGeom &, const float *, const float *, const ConvEpilogue<float> &,
+                                    float *);
+template void conv2d_forward<double>(const ConvGeom &, const double *, const double *, const ConvEpilogue<double> &,
+                                     double *);
 template void conv2d_backward_data<float>(const ConvGeom &, const float *, const float *, float *);
 template void conv2d_backward_data<double>(const ConvGeom &, const double *, const double *, double *);
 template void conv2d_backward_filter<float>(const ConvGeom &, const float *, const float *, float *);

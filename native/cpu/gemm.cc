@@ -50,6 +50,22 @@ void tap_ref(int64_t kc, const T *a, const T *b, const int64_t *offs, T *c, int6
     }
 }
 
+template <typename T, int MR, int NR>
+void tapr_ref(int64_t kc, const T *a, int64_t lda, const T *b, const int64_t *offs, T *c, int64_t ldc, int mr, int nr,
+              T beta) {
+  T acc[MR][NR] = {};
+  for (int64_t t = 0; t < kc; t++) {
+    const T *bp = b + offs[t];
+    for (int i = 0; i < mr; i++)
+      for (int j = 0; j < nr; j++) acc[i][j] += a[i * lda + t] * bp[j];
+  }
+  for (int i = 0; i < mr; i++)
+    for (int j = 0; j < nr; j++) {
+      T *cp = c + i * ldc + j;
+      *cp = beta == T(0) ? acc[i][j] : acc[i][j] + beta * *cp;
+    }
+}
+
 template <typename T, int DMR, int DNT>
 void dot_ref(int64_t len, const T *a, int64_t lda, const T *b, const int64_t *offs, T *c, int64_t ldc, int mr,
              int nt) {
@@ -78,7 +94,8 @@ void bcast_ref(int64_t kc, const T *a, const int64_t *ra, int mr, const int64_t 
 }
 
 GemmKernels<float> select_f32() {
-  GemmKernels<float> k{4, 16, 4, 4, tap_ref<float, 4, 16>, dot_ref<float, 4, 4>, "scalar", 8, 32, bcast_ref<float, 8, 32>};
+  GemmKernels<float> k{4, 16, 4, 4, tap_ref<float, 4, 16>, dot_ref<float, 4, 4>, "scalar", 8, 32, bcast_ref<float, 8, 32>,
+                       tapr_ref<float, 4, 16>};
   // RESNEXT_CPU_ISA caps the choice so tests can exercise the lower paths on a newer CPU.
   const char *cap = std::getenv("RESNEXT_CPU_ISA");
   std::string want = cap ? cap : "avx512";
@@ -88,10 +105,10 @@ GemmKernels<float> select_f32() {
   bool has_avx512 = __builtin_cpu_supports("avx512f") && has_avx2;
   if (want == "avx512" && has_avx512)
     return {avx512::kMR, avx512::kNR, avx512::kDMR, avx512::kDNT, avx512::tap_f32, avx512::dot_f32, "avx512",
-            avx512::kBMR, avx512::kBNR, avx512::bcast_f32};
+            avx512::kBMR, avx512::kBNR, avx512::bcast_f32, avx512::tapr_f32};
   if ((want == "avx512" || want == "avx2") && has_avx2)
     return {avx2::kMR, avx2::kNR, avx2::kDMR, avx2::kDNT, avx2::tap_f32, avx2::dot_f32, "avx2",
-            avx2::kBMR, avx2::kBNR, avx2::bcast_f32};
+            avx2::kBMR, avx2::kBNR, avx2::bcast_f32, nullptr};
 #endif
   return k;
 }
@@ -110,7 +127,7 @@ const GemmKernels<float> &gemm_kernels_f32() {
 }
 const GemmKernels<double> &gemm_kernels_f64() {
   static const GemmKernels<double> k{4, 8, 4, 4, tap_ref<double, 4, 8>, dot_ref<double, 4, 4>, "scalar",
-                                     8, 16, bcast_ref<double, 8, 16>};
+                                     8, 16, bcast_ref<double, 8, 16>, tapr_ref<double, 4, 8>};
   return k;
 }
 

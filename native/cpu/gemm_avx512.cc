@@ -3,7 +3,8 @@
 //
 // tap: 4 rows x 64 columns = 16 zmm accumulators; per t, 4 B loads + 4 broadcasts feed 16 FMAs
 // (two FMA ports need >= 8 independent chains to hide the 4-cycle latency). Partial tiles use
-// zero-masked loads, which never fault on masked-out lanes.
+// zero-masked loads, which never fault on masked-out lanes, and only as many vectors as they
+// need. tapr: the same tile reading A as rows of an unpacked matrix (no packing of weights).
 // dot: 4 x 4 dot products, 16 zmm partial sums.
 //
 // `#pragma GCC target("avx512f")` instead of build flags; only reached after
@@ -32,66 +33,91 @@ inline __mmask16 lane_mask(int n) {
 
 }  // namespace
 
-#define RX_TAP_FMA4(B0, B1, B2, B3)                                                \
-  {                                                                                \
-    __m512 av = _mm512_set1_ps(a[0]);                                              \
-    c00 = _mm512_fmadd_ps(av, B0, c00);                                            \
-    c01 = _mm512_fmadd_ps(av, B1, c01);                                            \
-    c02 = _mm512_fmadd_ps(av, B2, c02);                                            \
-    c03 = _mm512_fmadd_ps(av, B3, c03);                                            \
-    av = _mm512_set1_ps(a[1]);                                                     \
-    c10 = _mm512_fmadd_ps(av, B0, c10);                                            \
-    c11 = _mm512_fmadd_ps(av, B1, c11);                                            \
-    c12 = _mm512_fmadd_ps(av, B2, c12);                                            \
-    c13 = _mm512_fmadd_ps(av, B3, c13);                                            \
-    av = _mm512_set1_ps(a[2]);                                                     \
-    c20 = _mm512_fmadd_ps(av, B0, c20);                                            \
-    c21 = _mm512_fmadd_ps(av, B1, c21);                                            \
-    c22 = _mm512_fmadd_ps(av, B2, c22);                                            \
-    c23 = _mm512_fmadd_ps(av, B3, c23);                                            \
-    av = _mm512_set1_ps(a[3]);                                                     \
-    c30 = _mm512_fmadd_ps(av, B0, c30);                                            \
-    c31 = _mm512_fmadd_ps(av, B1, c31);                                            \
-    c32 = _mm512_fmadd_ps(av, B2, c32);                                            \
-    c33 = _mm512_fmadd_ps(av, B3, c33);                                            \
-    a += 4;                                                                        \
+// One tap tile with NV = ceil(nr / 16) column vectors: partial tiles only spend FMAs on the
+// vectors they use (a 196-pixel plane is 3 full tiles and one of 1 vector, not 4 of 4). Row i of A
+// is r[i][t * ts]: the packed panel (r[i] = a + i, ts = 4) or rows of an unpacked matrix
+// (r[i] = a + i * lda, ts = 1; rows past mr repeat row 0 and are dropped), so a weight matrix
+// can feed the kernel without being packed first.
+template <int NV>
+inline void tap_tile(int64_t kc, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c,
+                     int64_t ldc, int mr, int nr, float alpha, float beta) {
+  const float *r[kMR];
+  int64_t ts;
+  if (lda) {
+#pragma GCC unroll 4
+    for (int i = 0; i < kMR; i++) r[i] = a + (i < mr ? i : 0) * lda;
+    ts = 1;
+  } else {
+#pragma GCC unroll 4
+    for (int i = 0; i < kMR; i++) r[i] = a + i;
+    ts = kMR;
   }
-
-void tap_f32(int64_t kc, const float *a, const float *b, const int64_t *offs, float *c, int64_t ldc, int mr, int nr,
-             float alpha, float beta) {
-  __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
-  __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
-  if (nr == kNR) {
-    for (int64_t t = 0; t < kc; t++) {
+  __m512 s[kMR][NV];
+#pragma GCC unroll 4
+  for (int i = 0; i < kMR; i++)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) s[i][v] = _mm512_setzero_ps();
+  __mmask16 m[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; v++) m[v] = lane_mask(nr - 16 * v);
+  if (nr == 16 * NV) {
+    for (int64_t t = 0, o = 0; t < kc; t++, o += ts) {
       const float *bp = b + offs[t];
-      __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16), b2 = _mm512_loadu_ps(bp + 32),
-             b3 = _mm512_loadu_ps(bp + 48);
-      RX_TAP_FMA4(b0, b1, b2, b3);
+      __m512 bv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(bp + 16 * v);
+#pragma GCC unroll 4
+      for (int i = 0; i < kMR; i++) {
+        const __m512 av = _mm512_set1_ps(r[i][o]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) s[i][v] = _mm512_fmadd_ps(av, bv[v], s[i][v]);
+      }
     }
   } else {
-    const __mmask16 m0 = lane_mask(nr), m1 = lane_mask(nr - 16), m2 = lane_mask(nr - 32), m3 = lane_mask(nr - 48);
-    for (int64_t t = 0; t < kc; t++) {
+    for (int64_t t = 0, o = 0; t < kc; t++, o += ts) {
       const float *bp = b + offs[t];
-      __m512 b0 = _mm512_maskz_loadu_ps(m0, bp), b1 = _mm512_maskz_loadu_ps(m1, bp + 16),
-             b2 = _mm512_maskz_loadu_ps(m2, bp + 32), b3 = _mm512_maskz_loadu_ps(m3, bp + 48);
-      RX_TAP_FMA4(b0, b1, b2, b3);
+      __m512 bv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; v++) bv[v] = _mm512_maskz_loadu_ps(m[v], bp + 16 * v);
+#pragma GCC unroll 4
+      for (int i = 0; i < kMR; i++) {
+        const __m512 av = _mm512_set1_ps(r[i][o]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) s[i][v] = _mm512_fmadd_ps(av, bv[v], s[i][v]);
+      }
     }
   }
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-  __m512 acc[16] = {c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33};
-  for (int i = 0; i < mr; i++) {
+#pragma GCC unroll 4
+  for (int i = 0; i < kMR; i++) {
+    if (i >= mr) break;
     float *cr = c + i * ldc;
-    for (int v = 0; v < 4; v++) {
-      const __mmask16 m = lane_mask(nr - 16 * v);
-      if (!m) break;
-      __m512 r = _mm512_mul_ps(acc[i * 4 + v], va);
-      if (beta != 0.0f) r = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, cr + 16 * v), vb, r);
-      _mm512_mask_storeu_ps(cr + 16 * v, m, r);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) {
+      __m512 x = _mm512_mul_ps(s[i][v], va);
+      if (beta != 0.0f) x = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m[v], cr + 16 * v), vb, x);
+      _mm512_mask_storeu_ps(cr + 16 * v, m[v], x);
     }
   }
 }
 
-#undef RX_TAP_FMA4
+inline void tap_any(int64_t kc, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c,
+                    int64_t ldc, int mr, int nr, float alpha, float beta) {
+  if (nr > 48) tap_tile<4>(kc, a, lda, b, offs, c, ldc, mr, nr, alpha, beta);
+  else if (nr > 32) tap_tile<3>(kc, a, lda, b, offs, c, ldc, mr, nr, alpha, beta);
+  else if (nr > 16) tap_tile<2>(kc, a, lda, b, offs, c, ldc, mr, nr, alpha, beta);
+  else tap_tile<1>(kc, a, lda, b, offs, c, ldc, mr, nr, alpha, beta);
+}
+
+void tap_f32(int64_t kc, const float *a, const float *b, const int64_t *offs, float *c, int64_t ldc, int mr, int nr,
+             float alpha, float beta) {
+  tap_any(kc, a, 0, b, offs, c, ldc, mr, nr, alpha, beta);
+}
+
+void tapr_f32(int64_t kc, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c, int64_t ldc,
+              int mr, int nr, float beta) {
+  tap_any(kc, a, lda, b, offs, c, ldc, mr, nr, 1.0f, beta);
+}
 
 void dot_f32(int64_t len, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c, int64_t ldc,
              int mr, int nt) {
@@ -165,6 +191,64 @@ void bcast_f32(int64_t kc, const float *a, const int64_t *ra, int mr, const int6
                int nr, float *c, int64_t ldc, bool acc) {
   if (nr > 16) bcast_tile<2>(kc, a, ra, mr, ca, b, ldb, nr, c, ldc, acc);
   else bcast_tile<1>(kc, a, ra, mr, ca, b, ldb, nr, c, ldc, acc);
+}
+
+// wide tap: 12 rows x 32 columns = 24 zmm accumulators on packed operands only (a: kc x 12 panel,
+// b: kc x 32 sliver). Per t: 2 B loads and 12 broadcasts (FMA memory operands) feed 24 FMAs, so a
+// 32-column sliver streamed from L2 (128 bytes per 24 FMAs) keeps the FMA ports busy while the
+// 12 KB A panel stays in L1; the 4 x 64 tap tile streamed 256 bytes per 16 FMAs and its 64 KB B
+// sliver fits no L1 (32 KB on Zen 4, 48 KB on Sapphire Rapids). Columns past nr are masked.
+template <int NV>
+inline void wtap_tile(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int mr, int nr, float alpha,
+                      float beta) {
+  const __mmask16 m0 = lane_mask(nr), m1 = lane_mask(nr - 16);
+  __m512 s[kWMR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < kWMR; i++)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; v++) s[i][v] = _mm512_setzero_ps();
+  if (nr == 16 * NV) {
+    for (int64_t t = 0; t < kc; t++, a += kWMR, b += kWNR) {
+      __m512 b0 = _mm512_loadu_ps(b), b1;
+      if (NV > 1) b1 = _mm512_loadu_ps(b + 16);
+#pragma GCC unroll 16
+      for (int i = 0; i < kWMR; i++) {
+        const __m512 av = _mm512_set1_ps(a[i]);
+        s[i][0] = _mm512_fmadd_ps(av, b0, s[i][0]);
+        if (NV > 1) s[i][1] = _mm512_fmadd_ps(av, b1, s[i][1]);
+      }
+    }
+  } else {
+    for (int64_t t = 0; t < kc; t++, a += kWMR, b += kWNR) {
+      __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1;
+      if (NV > 1) b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+#pragma GCC unroll 16
+      for (int i = 0; i < kWMR; i++) {
+        const __m512 av = _mm512_set1_ps(a[i]);
+        s[i][0] = _mm512_fmadd_ps(av, b0, s[i][0]);
+        if (NV > 1) s[i][1] = _mm512_fmadd_ps(av, b1, s[i][1]);
+      }
+    }
+  }
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 16
+  for (int i = 0; i < kWMR; i++) {
+    if (i >= mr) break;
+    float *cr = c + i * ldc;
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; v++) {
+      const __mmask16 m = v ? m1 : m0;
+      __m512 r = _mm512_mul_ps(s[i][v], va);
+      if (beta != 0.0f) r = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, cr + 16 * v), vb, r);
+      _mm512_mask_storeu_ps(cr + 16 * v, m, r);
+    }
+  }
+}
+
+void wtap_f32(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int mr, int nr, float alpha,
+              float beta) {
+  if (nr > 16) wtap_tile<2>(kc, a, b, c, ldc, mr, nr, alpha, beta);
+  else wtap_tile<1>(kc, a, b, c, ldc, mr, nr, alpha, beta);
 }
 
 }  // namespace rx::cpu::avx512

@@ -8,6 +8,7 @@
 //         im2col: rows of a padded/phase-split image plane shifted by a filter tap (conv forward
 //         and backward-data never materialize im2col). beta == 0 never reads C.
 //         B is read only at j < nr (masked loads), so callers need no over-read slack.
+//   tapr: tap with A unpacked (row i at a + i*lda): conv forward reads its weights in place.
 //   dot:  C[i][j] += sum_{p<len} a[i*lda + p] * b[offs[j] + p]   (i<mr<=DMR, j<nt<=DNT)
 //         Dot products along a contiguous axis: conv backward-filter reduces over output pixels.
 //   bcast: C[i][j] = (acc ? C[i][j] : 0) + sum_{t<kc} a[ra[i] + ca[t]] * b[t*ldb + j]   (i<mr<=BMR, j<nr<=BNR)
@@ -40,6 +41,10 @@ struct GemmKernels {
   int bmr, bnr;  // bcast tile
   void (*bcast)(int64_t kc, const T *a, const int64_t *ra, int mr, const int64_t *ca, const T *b, int64_t ldb, int nr,
                 T *c, int64_t ldc, bool acc);
+  // tap with A read as rows of an unpacked matrix (row i at a + i*lda, t contiguous; alpha 1),
+  // so weights need no packing; null where the ISA has only the packed form (callers pack).
+  void (*tapr)(int64_t kc, const T *a, int64_t lda, const T *b, const int64_t *offs, T *c, int64_t ldc, int mr, int nr,
+               T beta);
 };
 
 const GemmKernels<float> &gemm_kernels_f32();
@@ -73,7 +78,11 @@ void dot_f32(int64_t len, const float *a, int64_t lda, const float *b, const int
              int mr, int nt);
 }  // namespace avx2
 namespace avx512 {
-constexpr int kMR = 4, kNR = 64, kDMR = 4, kDNT = 4, kBMR = 8, kBNR = 32;
+constexpr int kMR = 4, kNR = 64, kDMR = 4, kDNT = 4, kBMR = 8, kBNR = 32, kWMR = 12, kWNR = 32;
+void wtap_f32(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int mr, int nr, float alpha,
+              float beta);
+void tapr_f32(int64_t kc, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c, int64_t ldc,
+              int mr, int nr, float beta);
 void bcast_f32(int64_t kc, const float *a, const int64_t *ra, int mr, const int64_t *ca, const float *b, int64_t ldb,
                int nr, float *c, int64_t ldc, bool acc);
 void tap_f32(int64_t kc, const float *a, const float *b, const int64_t *offs, float *c, int64_t ldc, int mr, int nr,

@@ -130,6 +130,27 @@ void test_conv(const Shape &sh, bool with_bias) {
   conv2d_forward<T>(g, x.data(), w.data(), with_bias ? b.data() : nullptr, y.data());
   const double red_f = std::sqrt((double)Cg * g.R * g.S + 1);
   close(y, y_ref, tol_of<T>() * red_f, std::string("fwd   ") + name);
+  // The fused epilogue (bias-free conv, then per-channel scale/shift, optional residual, ReLU):
+  // the eval-mode conv2d + batchNorm (+ add + ReLU) of inference, on every forward path.
+  if (with_bias) {
+    auto sc = randv<T>(g.K), res = randv<T>(gy.size());
+    for (int variant = 0; variant < 3; variant++) {
+      ConvEpilogue<T> e;
+      e.scale = sc.data(), e.shift = b.data();
+      e.residual = variant == 2 ? res.data() : nullptr;
+      e.relu = variant >= 1;
+      std::vector<double> ref(gy.size());
+      for (size_t i = 0; i < ref.size(); i++) {
+        const int64_t k = (int64_t)(i / (g.P * g.Q)) % g.K;
+        double v = (y_ref[i] - b[k]) * sc[k] + b[k] + (e.residual ? (double)res[i] : 0.0);
+        ref[i] = e.relu && v < 0 ? 0 : v;
+      }
+      std::vector<T> ye(gy.size(), nan);
+      conv2d_forward<T>(g, x.data(), w.data(), e, ye.data());
+      static const char *vn[] = {"scale+shift", "scale+shift+relu", "scale+shift+residual+relu"};
+      close(ye, ref, tol_of<T>() * red_f * 2, std::string("fwd ") + vn[variant] + " " + name);
+    }
+  }
   conv2d_backward_data<T>(g, gy.data(), w.data(), gx.data());
   close(gx, gx_ref, tol_of<T>() * std::sqrt((double)Kg * g.R * g.S + 1), std::string("bwd_d ") + name);
   conv2d_backward_filter<T>(g, gy.data(), x.data(), gw.data());
