@@ -104,9 +104,7 @@ export class ResNeXt29 extends Module {
     if (c.zeroInitResidual) zeroInitResidual(this);
   }
   forward(x: Tensor): Tensor {
-    const c = this.conv1.forward(x);
-    let y = this.bn1.forwardReLU(c);
-    freeUntaped(c);
+    let y = this.bn1.forwardConv(this.conv1, x, 'relu');
     for (const s of this.stages) {
       const next = s.forward(y);
       freeUntaped(y);

@@ -35,23 +35,27 @@ export interface BottleneckLayers {
 
 /**
  * relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))) + shortcut(x)), the residual fused into
- * bn3. Under noGrad each intermediate is freed as soon as the next op has read it (freeUntaped).
+ * bn3. In eval mode each conv + BN pair is one op (BatchNorm2d.forwardConv); under noGrad each
+ * intermediate is freed as soon as the next op has read it (freeUntaped).
  */
 export function bottleneckForward(b: BottleneckLayers, shortcut: Module | null, x: Tensor): Tensor {
-  const c1 = b.conv1.forward(x);
-  const out = b.bn1.forwardReLU(c1);
-  freeUntaped(c1);
-  const c2 = b.conv2.forward(out);
+  const out = b.bn1.forwardConv(b.conv1, x, 'relu');
+  const mid = b.bn2.forwardConv(b.conv2, out, 'relu');
   freeUntaped(out);
-  const mid = b.bn2.forwardReLU(c2);
-  freeUntaped(c2);
-  const c3 = b.conv3.forward(mid);
+  const identity = shortcut ? shortcutForward(shortcut, x) : x;
+  const y = b.bn3.forwardConv(b.conv3, mid, 'addRelu', identity);
   freeUntaped(mid);
-  const identity = shortcut ? shortcut.forward(x) : x;
-  const y = b.bn3.forwardAddReLU(c3, identity);
-  freeUntaped(c3);
   freeUntaped(identity, x);
   return y;
+}
+
+/** The projection shortcut Sequential(conv1x1, BatchNorm2d) as one conv + BN op; others as they are. */
+function shortcutForward(s: Module, x: Tensor): Tensor {
+  if (s instanceof Sequential && s.length === 2) {
+    const [conv, bn] = [s.at(0), s.at(1)];
+    if (conv instanceof Conv2d && bn instanceof BatchNorm2d) return bn.forwardConv(conv, x, 'none');
+  }
+  return s.forward(x);
 }
 
 export class Bottleneck extends Module {
@@ -144,9 +148,7 @@ export class ResNet extends Module {
 
   /** The pooled features before fc: [N, fc.inFeatures] ([N, 2048] for the ImageNet models). */
   forwardFeatures(x: Tensor): Tensor {
-    const c = this.conv1.forward(x);
-    const r = this.bn1.forwardReLU(c);
-    freeUntaped(c);
+    const r = this.bn1.forwardConv(this.conv1, x, 'relu');
     let y = this.maxpool.forward(r);
     freeUntaped(r);
     for (const s of this.stages) {

@@ -78,6 +78,7 @@ export interface NativeAddon {
   permute(tensor: TensorHandle, dims: number[]): TensorHandle;
   expand(tensor: TensorHandle, shape: number[]): TensorHandle;
   conv2dForward(input: TensorHandle, weight: TensorHandle, bias: TensorHandle | null, options: Conv2dArgs): TensorHandle;
+  conv2dBnEval(input: TensorHandle, weight: TensorHandle, bnWeight: TensorHandle, bnBias: TensorHandle, runningMean: TensorHandle, runningVar: TensorHandle, residual: TensorHandle | null, options: Conv2dArgs, bnOptions: BatchNormArgs): TensorHandle;
   conv2dBackwardData(grad_output: TensorHandle, weight: TensorHandle, input_shape: number[], options: Conv2dArgs): TensorHandle;
   conv2dBackwardFilter(grad_output: TensorHandle, input: TensorHandle, weight_shape: number[], options: Conv2dArgs): TensorHandle;
   batchNormForward(input: TensorHandle, weight: TensorHandle, bias: TensorHandle, residual: TensorHandle | null, runningMean: TensorHandle, runningVar: TensorHandle, options: BatchNormArgs): [TensorHandle, TensorHandle, TensorHandle];

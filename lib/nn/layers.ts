@@ -6,9 +6,10 @@
  */
 import { describe, fail } from '../native/errors';
 import {
-  batchNorm2d, batchNormAddReLU, batchNormReLU, conv2d, globalAvgPool2d, linear, maxPool2d,
+  batchNorm2d, batchNormAddReLU, batchNormReLU, conv2d, conv2dBatchNorm, globalAvgPool2d, linear, maxPool2d,
   type BatchNormOptions,
 } from '../ops/nn';
+import type { BnAct } from '../native/addon';
 import { relu } from '../ops/elementwise';
 import { flatten } from '../ops/shape';
 import { empty, full, rand, randn, zeros } from '../tensor/create';
@@ -125,6 +126,23 @@ export class BatchNorm2d extends Module {
   forwardAddReLU(x: Tensor, residual: Tensor): Tensor {
     if (this.sync && this.training) return this.sync.forward(this, x, residual, true);
     return batchNormAddReLU(x, residual, this.opts());
+  }
+  /**
+   * act(this(conv(x)) [+ residual]): act 'none', 'relu' or 'addRelu' (relu(bn + residual)). In
+   * eval mode the normalisation is folded into a bias-free convolution (conv2dBatchNorm: one
+   * native op when no gradient is needed); otherwise conv, then this module's forward. Under
+   * noGrad the intermediate is freed as soon as it is read.
+   */
+  forwardConv(conv: Conv2d, x: Tensor, act: BnAct = 'none', residual: Tensor | null = null): Tensor {
+    if (!this.training && !conv.bias) {
+      const y = conv2dBatchNorm(x, conv.weight, { stride: conv.stride, padding: conv.padding, groups: conv.groups }, this.opts(), act, residual);
+      layerHooks.onCompute?.(conv, x, y);
+      return y;
+    }
+    const c = conv.forward(x);
+    const y = act === 'none' ? this.forward(c) : act === 'relu' ? this.forwardReLU(c) : this.forwardAddReLU(c, residual as Tensor);
+    freeUntaped(c);
+    return y;
   }
   protected override syncOwnBuffers(): void {
     this.numBatchesTrackedBuf.fill_(this.numBatchesTracked);

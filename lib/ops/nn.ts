@@ -110,6 +110,49 @@ export function batchNormAddReLU(x: Tensor, residual: Tensor, options: BatchNorm
   return bn('batchNormAddReLU', 'addRelu', x, residual, options);
 }
 
+// ------------------------------------------------------------------ conv + batch norm (inference)
+
+/**
+ * act(batchNorm2d(conv2d(x, w), running statistics) [+ residual]) for inference: `act` 'none',
+ * 'relu' or 'addRelu' (relu(bn + residual), the end of a ResNeXt block). Without gradients it is
+ * one native op, the normalisation folded into the convolution's epilogue (scale and shift per
+ * output channel, computed as batchNorm2d computes them) so no intermediate is written or read
+ * back. Where a gradient is needed it runs conv2d, then the batch norm op, which are
+ * differentiable. `bn.training` must be false (or absent: this op always uses running statistics).
+ */
+export function conv2dBatchNorm(
+  x: Tensor, w: Tensor, conv: Omit<Conv2dOptions, 'bias'> | undefined, bn: BatchNormOptions, act: BnAct = 'none', residual: Tensor | null = null,
+): Tensor {
+  const op = 'conv2d';
+  if (typeof bn !== 'object' || bn === null)
+    fail('ERR_ARG', op, 'bn', '{ weight, bias, runningMean, runningVar, eps? }', describe(bn));
+  if (act !== 'none' && act !== 'relu' && act !== 'addRelu') fail('ERR_ARG', op, 'act', "'none', 'relu' or 'addRelu'", describe(act));
+  const o = opts(op, conv);
+  if ((o as Conv2dOptions).bias != null) fail('ERR_ARG', op, 'bias', 'none (the batch norm supplies the shift)', 'a tensor');
+  const evalBn: BatchNormOptions = { ...bn, training: false };
+  if (bn.training) fail('ERR_ARG', bnName(act), 'training', 'false (conv2dBatchNorm uses running statistics)', 'true');
+  if (needsGrad(x, w, bn.weight, bn.bias, residual)) {
+    const c = conv2d(x, w, o);
+    const y = act === 'none' ? batchNorm2d(c, evalBn) : act === 'relu' ? batchNormReLU(c, evalBn) : batchNormAddReLU(c, residual as Tensor, evalBn);
+    return y;
+  }
+  const stride = pair(op, 'stride', o.stride, 1, 1);
+  const padding = pair(op, 'padding', o.padding, 0, 0);
+  const groups = int(op, 'groups', o.groups, 1, 1);
+  const bop = bnName(act);
+  const eps = num(bop, 'eps', bn.eps, 1e-5);
+  return T(native.conv2dBnEval(
+    H(op, 'input', x), H(op, 'weight', w), H(bop, 'weight', bn.weight), H(bop, 'bias', bn.bias),
+    H(bop, 'runningMean', bn.runningMean), H(bop, 'runningVar', bn.runningVar),
+    act === 'addRelu' ? H(bop, 'residual', residual) : null,
+    { stride, padding, groups }, { training: false, momentum: 0.1, eps, act },
+  ));
+}
+
+function bnName(act: BnAct): string {
+  return act === 'none' ? 'batchNorm2d' : act === 'relu' ? 'batchNormReLU' : 'batchNormAddReLU';
+}
+
 // ------------------------------------------------------------------ pooling
 
 export interface MaxPool2dOptions {

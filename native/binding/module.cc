@@ -42,6 +42,8 @@ void bind_all(BindList &b) {
 
   // Network layers, with their backward kernels
   b.bind<&ops::conv2d_forward>("conv2dForward", "input", "weight", "bias", "options");
+  b.bind<&ops::conv2d_bn_eval>("conv2dBnEval", "input", "weight", "bnWeight", "bnBias", "runningMean", "runningVar",
+                               "residual", "options", "bnOptions");
   b.bind<&ops::conv2d_backward_data>("conv2dBackwardData", "grad_output", "weight", "input_shape", "options");
   b.bind<&ops::conv2d_backward_filter>("conv2dBackwardFilter", "grad_output", "input", "weight_shape", "options");
   b.bind<&ops::batch_norm_forward>("batchNormForward", "input", "weight", "bias", "residual", "runningMean",

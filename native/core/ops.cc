@@ -365,14 +365,12 @@ const char *bn_name(BnAct act) {
 }
 }  // namespace
 
-std::tuple<TensorPtr, TensorPtr, TensorPtr> batch_norm_forward(const Tensor &x, const Tensor &gamma,
-                                                               const Tensor &beta, const Tensor *residual,
-                                                               Tensor &running_mean, Tensor &running_var,
-                                                               const BatchNormArgs &a) {
-  const std::string op = bn_name(a.act);
-  check_float(op, "input", x);
-  check_ndim(op, "input", x, 4, "tensor [N, C, H, W]");
-  int64_t C = x.dim(1);
+// The batch norm's parameters, residual and scalars against an input of shape xs (x's dtype and
+// device); shared by batch_norm_forward and the fused conv2d_bn_eval.
+static void check_bn_params(const std::string &op, const Tensor &x, const Shape &xs, const Tensor &gamma, const Tensor &beta,
+                     const Tensor *residual, const Tensor &running_mean, const Tensor &running_var,
+                     const BatchNormArgs &a) {
+  const int64_t C = xs[1];
   // Mixed precision: bfloat16 activations keep float32 BN parameters and statistics.
   DType pdt = x.dtype() == DType::BF16 ? DType::F32 : x.dtype();
   for (auto [name, t] : {std::pair<const char *, const Tensor *>{"weight", &gamma}, {"bias", &beta},
@@ -384,11 +382,23 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr> batch_norm_forward(const Tensor &x, 
   if (a.act == BnAct::AddReLU) {
     if (!residual) fail(ErrorCode::Arg, op, "residual", "a tensor", "none");
     check_like(op, "residual", *residual, x);
-    check_shape(op, "residual", *residual, x.shape());
+    check_shape(op, "residual", *residual, xs);
   }
   if (!(a.eps > 0 && std::isfinite(a.eps))) fail(ErrorCode::Arg, op, "eps", "a positive finite number", std::to_string(a.eps));
   if (!(a.momentum >= 0 && a.momentum <= 1))
     fail(ErrorCode::Arg, op, "momentum", "a number in [0, 1]", std::to_string(a.momentum));
+}
+
+std::tuple<TensorPtr, TensorPtr, TensorPtr> batch_norm_forward(const Tensor &x, const Tensor &gamma,
+                                                               const Tensor &beta, const Tensor *residual,
+                                                               Tensor &running_mean, Tensor &running_var,
+                                                               const BatchNormArgs &a) {
+  const std::string op = bn_name(a.act);
+  check_float(op, "input", x);
+  check_ndim(op, "input", x, 4, "tensor [N, C, H, W]");
+  int64_t C = x.dim(1);
+  DType pdt = x.dtype() == DType::BF16 ? DType::F32 : x.dtype();
+  check_bn_params(op, x, x.shape(), gamma, beta, residual, running_mean, running_var, a);
   if (a.training && C > 0 && x.numel() / C <= 1)
     fail(ErrorCode::Shape, op, "input", "more than one value per channel in training mode", shape_str(x.shape()));
   auto y = rx::empty(x.shape(), x.dtype(), x.device());
@@ -404,6 +414,33 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr> batch_norm_forward(const Tensor &x, 
     be(x).kernels().batch_norm_forward(x, gamma, beta, ptr(r), rm, rv, *y, *sm, *si, a);
   });
   return {y, sm, si};
+}
+
+TensorPtr conv2d_bn_eval(const Tensor &x, const Tensor &w, const Tensor &gamma, const Tensor &beta,
+                         const Tensor &running_mean, const Tensor &running_var, const Tensor *residual,
+                         const Conv2dArgs &ca, const BatchNormArgs &a) {
+  const std::string op = "conv2d";
+  check_float(op, "input", x);
+  check_ndim(op, "input", x, 4, "tensor [N, C, H, W]");
+  check_like(op, "weight", w, x);
+  check_ndim(op, "weight", w, 4, "tensor [K, C/groups, R, S]");
+  const Shape ys = conv_out_shape(op, x.shape(), w.shape(), ca);
+  const std::string bop = bn_name(a.act);
+  if (a.training) fail(ErrorCode::Arg, bop, "training", "false (the fused inference op uses running statistics)", "true");
+  check_bn_params(bop, x, ys, gamma, beta, residual, running_mean, running_var, a);
+  const Kernels &k = be(x).kernels();
+  const bool fused = k.conv2d_bn_eval.fn != &decltype(k.conv2d_bn_eval)::missing && x.dtype() != DType::BF16 &&
+                     x.dim(1) > 0 && shape_numel(ys) > 0;
+  if (!fused) {  // the two ops one after the other (a backend without the kernel, bf16, empty shapes)
+    auto c = conv2d_forward(x, w, nullptr, ca);
+    Tensor rm = running_mean, rv = running_var;
+    return std::get<0>(batch_norm_forward(*c, gamma, beta, residual, rm, rv, a));
+  }
+  auto y = rx::empty(ys, x.dtype(), x.device());
+  run(*y, [=, r = opt(a.act == BnAct::AddReLU ? residual : nullptr)] {
+    be(x).kernels().conv2d_bn_eval(x, w, gamma, beta, running_mean, running_var, ptr(r), *y, ca, a);
+  });
+  return y;
 }
 
 std::tuple<TensorPtr, TensorPtr, TensorPtr, OptionalTensor> batch_norm_backward(

@@ -126,6 +126,14 @@ struct Kernels {
   Kernel<void(const Tensor &gy, const Tensor &w, Tensor &gx, const Conv2dArgs &a)> conv2d_backward_data;
   Kernel<void(const Tensor &gy, const Tensor &x, Tensor &gw, const Conv2dArgs &a)> conv2d_backward_filter;
 
+  // Inference: act(batchNorm_eval(conv2d(x, w)) [+ residual]) in one pass, the batch norm folded
+  // into the convolution's epilogue (a.training is false). Optional: where a backend leaves it
+  // unset the op layer runs conv2d_forward then batch_norm_forward.
+  Kernel<void(const Tensor &x, const Tensor &w, const Tensor &gamma, const Tensor &beta, const Tensor &running_mean,
+              const Tensor &running_var, const Tensor *residual, Tensor &y, const Conv2dArgs &ca,
+              const BatchNormArgs &a)>
+      conv2d_bn_eval;
+
   // residual only for BnAct::AddReLU. Updates running stats in training mode. A backend whose
   // backward needs more than the saved statistics sets save_invstd.saved (backward gets it back).
   Kernel<void(const Tensor &x, const Tensor &gamma, const Tensor &beta, const Tensor *residual, Tensor &running_mean,
@@ -205,6 +213,11 @@ TensorPtr expand(const Tensor &x, const Shape &shape);  // broadcast to shape
 // ---------------------------------------------------------------- convolution
 
 TensorPtr conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, const Conv2dArgs &a);
+// conv2d (no bias) then an eval-mode batch norm (running statistics) with its fused act, as one op
+// for inference; the public ops are conv2d and batchNorm2d/-ReLU/-AddReLU, and errors name them.
+TensorPtr conv2d_bn_eval(const Tensor &x, const Tensor &w, const Tensor &gamma, const Tensor &beta,
+                         const Tensor &running_mean, const Tensor &running_var, const Tensor *residual,
+                         const Conv2dArgs &ca, const BatchNormArgs &a);
 TensorPtr conv2d_backward_data(const Tensor &gy, const Tensor &w, const Shape &x_shape, const Conv2dArgs &a);
 TensorPtr conv2d_backward_filter(const Tensor &gy, const Tensor &x, const Shape &w_shape, const Conv2dArgs &a);
 

@@ -213,10 +213,36 @@ namespace {
 
 // Splits C across the pool along its larger dimension (in whole micro-tiles) so each thread packs
 // only the operand slice it needs; tiny products run inline (a region costs a few microseconds).
+// A few rows times a transposed B (a linear layer at batch 1-8: x [M, K] times w [N, K]^T): dot
+// products along K read each row of w once, where the packed path copied all of w (8 MB for
+// resnext50's fc) to feed one row. False when the shape is not of that kind.
+template <typename T>
+bool gemm_few_rows(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T *A, int64_t lda, const T *B,
+                   int64_t ldb, T beta, T *C, int64_t ldc) {
+  const GemmKernels<T> &kr = gemm_kernels<T>();
+  if (ta || !tb || alpha != T(1) || M > 2 * kr.dmr || K < 16 || N < 2 * kr.dnt) return false;
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
+  const int64_t tiles = (N + kr.dnt - 1) / kr.dnt;
+  auto body = [&](int64_t t0, int64_t t1) {
+    int64_t offs[16];
+    for (int64_t t = t0; t < t1; t++) {
+      const int64_t j0 = t * kr.dnt, nt = std::min<int64_t>(kr.dnt, N - j0);
+      for (int64_t j = 0; j < nt; j++) offs[j] = (j0 + j) * ldb;
+      for (int64_t i0 = 0; i0 < M; i0 += kr.dmr)
+        kr.dot(K, A + i0 * lda, lda, B, offs, C + i0 * ldc + j0, ldc, (int)std::min<int64_t>(kr.dmr, M - i0), (int)nt);
+    }
+  };
+  if (num_threads() <= 1 || (double)M * N * K < 2e5) body(0, tiles);
+  else parallel_for(0, tiles, 8, body);
+  return true;
+}
+
 template <typename T>
 void gemm_parallel(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T *A, int64_t lda, const T *B,
                    int64_t ldb, T beta, T *C, int64_t ldc) {
   const GemmKernels<T> &kr = gemm_kernels<T>();
+  if (gemm_few_rows(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
   const int nt = num_threads();
   if (nt <= 1 || (double)M * N * std::max<int64_t>(K, 1) < 2e5) {
     gemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <vector>
 
 #include "conv2d.h"
 #include "cpu_backend.h"
@@ -29,6 +30,30 @@ void conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, Tensor &y
   });
 }
 const bool conv2d_forward_set = set_kernel(cpu_kernels().conv2d_forward, &conv2d_forward);
+
+// Eval-mode batch norm folded into the convolution's epilogue: scale = gamma / sqrt(var + eps),
+// shift = beta - mean * scale, computed as batch_norm_forward computes them (so the fused op gives
+// the two ops' result), then y = act(conv * scale + shift [+ residual]) as each block is finished.
+void conv2d_bn_eval(const Tensor &x, const Tensor &w, const Tensor &gamma, const Tensor &beta,
+                    const Tensor &running_mean, const Tensor &running_var, const Tensor *residual, Tensor &y,
+                    const Conv2dArgs &ca, const BatchNormArgs &a) {
+  ConvGeom g = geom(x, w.shape(), y.shape(), ca);
+  RX_DISPATCH_FLOAT(x.dtype(), "conv2d", [&] {
+    const int64_t K = g.K;
+    const T *pg = gamma.data<T>(), *pb = beta.data<T>(), *rm = running_mean.data<T>(), *rv = running_var.data<T>();
+    std::vector<T> scale((size_t)K), shift((size_t)K);
+    for (int64_t k = 0; k < K; k++) {
+      const double invstd = 1.0 / std::sqrt((double)rv[k] + a.eps), mean = rm[k];
+      scale[k] = (T)(pg[k] * invstd), shift[k] = (T)(pb[k] - mean * pg[k] * invstd);
+    }
+    ConvEpilogue<T> e;
+    e.scale = scale.data(), e.shift = shift.data();
+    e.residual = a.act == BnAct::AddReLU && residual ? residual->data<T>() : nullptr;
+    e.relu = a.act != BnAct::None;
+    cpu::conv2d_forward<T>(g, x.data<T>(), w.data<T>(), e, y.data<T>());
+  });
+}
+const bool conv2d_bn_eval_set = set_kernel(cpu_kernels().conv2d_bn_eval, &conv2d_bn_eval);
 
 void conv2d_backward_data(const Tensor &gy, const Tensor &w, Tensor &gx, const Conv2dArgs &a) {
   ConvGeom g = geom(gx, w.shape(), gy.shape(), a);
