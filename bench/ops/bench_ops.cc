@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <tuple>
@@ -45,8 +46,10 @@ Stat stats(std::vector<double> ms) {
 }
 
 // Times ours and oneDNN interleaved (3 warm-up runs each, then `reps` alternating timed runs), so
-// load from other processes on this small shared machine hits both sides alike. A 3 ms pause after
-// each oneDNN run lets libgomp's spinning workers fall asleep before our pool runs.
+// load from other processes on this small shared machine hits both sides alike. A pause after each
+// oneDNN run lets libgomp's spinning workers fall asleep before our pool runs: 3 ms was not enough
+// on a 2-core EPYC (our 1x1 256x56x56->128 forward took 15.8 ms after oneDNN runs, 13.2 with
+// OMP_WAIT_POLICY=passive, which in turn slowed oneDNN's gemm-based convs 2.5x); 30 ms is.
 template <typename F, typename G>
 std::pair<Stat, Stat> time_pair(F &&ours, G &&theirs, int reps) {
   auto once = [](auto &&f) {
@@ -54,7 +57,7 @@ std::pair<Stat, Stat> time_pair(F &&ours, G &&theirs, int reps) {
     f();
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   };
-  auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(3)); };
+  auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(30)); };
   for (int i = 0; i < 3; i++) once(ours);
   for (int i = 0; i < 3; i++) once(theirs);
   pause();
@@ -155,7 +158,10 @@ int main(int argc, char **argv) {
                      ",\n  \"batch\": " + std::to_string(N) + ",\n  \"reps\": " + std::to_string(reps) + ",\n  \"results\": [\n";
   double tot_ours[3] = {}, tot_dnnl[3] = {}, tot_flops[3] = {};
   bool first = true;
+  // BENCH_ONLY=substring: only the shapes whose name contains it (profiling one shape).
+  const char *only = std::getenv("BENCH_ONLY");
   for (const Shape &sh : shapes) {
+    if (only && !std::strstr(sh.name, only)) continue;
     const int64_t P = (sh.H + 2 * sh.pad - sh.R) / sh.stride + 1, Q = (sh.W + 2 * sh.pad - sh.S) / sh.stride + 1;
     const int64_t G = sh.groups, Cg = sh.C / G, Kg = sh.K / G;
     ConvGeom g{N, sh.C, sh.H, sh.W, sh.K, sh.R, sh.S, P, Q, sh.stride, sh.stride, sh.pad, sh.pad, G};
