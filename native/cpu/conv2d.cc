@@ -399,26 +399,14 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const ConvEpilogu
       T *buf = tls_buf<T>(0, (size_t)L.size);
       x_build(g, L, xg, nbc, buf);
       T *out = tls_buf<T>(1, (size_t)((m1 - m0) * L.pl));
-      // Each finished block of the pitched-grid result goes to y (valid pixels only, with the
-      // epilogue) while it is in L2: a pass over the whole result afterwards read it back from
-      // L3/DRAM (5.5% of a batch-1 inference, in load stalls).
-      auto scatter = [&](int64_t r0, int64_t r1, int64_t c0, int64_t nc) {
-        for (int64_t m = r0; m < r1; m++) {
-          const int64_t k = gi * Kg + m0 + m;
-          const T *srow = out + m * L.pl;
-          for (int64_t c = c0; c < c0 + nc;) {
-            const int64_t nn = c / L.img, rem = c % L.img, p = rem / L.pitch, q = rem % L.pitch;
-            const int64_t seg_end = std::min(c0 + nc, c - q + L.pitch);
-            if (nn < nbc && p < g.P && q < g.Q) {
-              const int64_t qe = std::min<int64_t>(g.Q, q + (seg_end - c));
-              T *dst = y + ((n0 + nn) * g.K + k) * PQ + p * g.Q + q;
-              e.row(k, dst, srow + c, qe - q, dst - y);
-            }
-            c = seg_end;
-          }
+      tap_conv(kr, m1 - m0, Ap, ntaps, buf, offs.data(), nbc * L.img, out, L.pl, lda);
+      for (int64_t nn = 0; nn < nbc; nn++)
+        for (int64_t m = m0; m < m1; m++) {
+          const int64_t k = gi * Kg + m;
+          T *dst = y + ((n0 + nn) * g.K + k) * PQ;
+          const T *src = out + (m - m0) * L.pl + nn * L.img;
+          for (int64_t p = 0; p < g.P; p++) e.row(k, dst + p * g.Q, src + p * L.pitch, g.Q, dst + p * g.Q - y);
         }
-      };
-      tap_conv(kr, m1 - m0, Ap, ntaps, buf, offs.data(), nbc * L.img, out, L.pl, lda, scatter);
     }
   });
 }
