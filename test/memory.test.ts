@@ -40,3 +40,13 @@ describe('memory in inference', () => {
     expect(peak({})).toBeLessThanOrEqual(unbounded);
   });
 });
+
+describe('GC pressure of tidy training steps', () => {
+  test('tensors made in a tidy scope do not look like memory pressure to V8: no full GCs per step', () => {
+    // Measured (ResNeXt-29 C=4 d=4, batch 64, 20 steps): 41 mark-compacts when every handle
+    // reported its bytes, 0 with the deferral.
+    const out = JSON.parse(execFileSync(process.execPath, [path.join(__dirname, 'memory', 'gc-count.js'), '20'], { encoding: 'utf8' }));
+    expect(out.majorGCs).toBeLessThanOrEqual(4);
+    expect(out.tensorsAfter).toBe(out.tensorsBefore);
+  });
+});

@@ -8,7 +8,7 @@
  */
 import { describe, fail } from '../native/errors';
 import { addUntaped, onesOf, viewOf } from '../ops/untaped';
-import { keep, Tensor, type GradNode } from '../tensor/tensor';
+import { keep, keepOwned, Tensor, type GradNode } from '../tensor/tensor';
 
 let gradEnabled = true;
 
@@ -35,7 +35,7 @@ export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
 
 /** A second handle on t's storage, owned by whoever saved it (survives t.dispose()). */
 export function alias(t: Tensor): Tensor {
-  return keep(viewOf(t));
+  return keepOwned(viewOf(t));
 }
 
 export type BackwardFn = (grad: Tensor) => (Tensor | null)[];
@@ -133,7 +133,7 @@ export function backward(root: Tensor, grad?: Tensor, opts: BackwardOptions = {}
   if (grad === undefined) {
     if (root.size !== 1)
       fail('ERR_SHAPE', 'backward', 'grad', 'a gradient tensor for a non-scalar output', `none for shape [${root.shape.join(', ')}]`);
-    seed = keep(onesOf(root));
+    seed = keepOwned(onesOf(root));
   } else {
     if (!(grad instanceof Tensor)) fail('ERR_ARG', 'backward', 'grad', 'a Tensor', describe(grad));
     if (grad.shape.join() !== root.shape.join())
@@ -153,7 +153,7 @@ export function backward(root: Tensor, grad?: Tensor, opts: BackwardOptions = {}
       grads.set(t, g);
       return;
     }
-    const sum = keep(addUntaped(prev, g));
+    const sum = keepOwned(addUntaped(prev, g));
     prev.dispose();
     g.dispose();
     placed.add(sum);
@@ -193,7 +193,7 @@ export function backward(root: Tensor, grad?: Tensor, opts: BackwardOptions = {}
       });
       node.inputs.forEach((inp, k) => {
         const gi = gs[k];
-        if (gi && inp?.requiresGrad) accumulate(inp, keep(gi));
+        if (gi && inp?.requiresGrad) accumulate(inp, keepOwned(gi));
       });
       // Free what no holder took: the incoming gradient and gradients for inputs without grad.
       for (const gi of new Set([g, ...gs])) if (gi && !placed.has(gi)) gi.dispose();

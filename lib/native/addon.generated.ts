@@ -61,6 +61,7 @@ export type UnaryOp = 'neg' | 'exp' | 'log' | 'sqrt' | 'abs' | 'sign';
 /** Every export of the addon, in bind-list order. */
 export interface NativeAddon {
   setErrorClass(ctor: new (message: string, code: never) => Error): void;
+  deferExternalMemory(on: boolean): void;
   fromData(data: Float32Array | Float64Array | Int32Array, shape: number[], dtype: DTypeName, device: DeviceName): TensorHandle;
   readData(t: TensorHandle): Float32Array | Float64Array | Int32Array;
   readDataAsync(t: TensorHandle): Promise<Float32Array | Float64Array | Int32Array>;

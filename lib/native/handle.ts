@@ -11,4 +11,6 @@ export interface TensorHandle {
   readonly nbytes: number;
   dispose(): void;
   sharesStorage(other: TensorHandle): boolean;
+  /** Reports the handle's bytes to V8 as external memory (once; handles made in a scope wait). */
+  account(): void;
 }

@@ -44,8 +44,45 @@ function track(t: Tensor): void {
   if (s) s.tracked.add(t);
 }
 
+// Handles made inside a scope do not report their bytes to V8 (native/binding/tensor_handle.h):
+// the scope frees them, and reporting a training step's churn made V8 run several full GCs per
+// step. A tensor that leaves every scope (a survivor of the outermost tidy, keep()) is reported
+// then, so GC-only code outside scopes stays bounded.
+let deferring = false;
+function enterScope(scope: Scope): void {
+  scopes.push(scope);
+  if (!deferring) {
+    deferring = true;
+    native.deferExternalMemory(true);
+  }
+}
+function leaveScope(scope: Scope): void {
+  scopes.splice(scopes.indexOf(scope), 1);
+  if (deferring && scopes.length === 0) {
+    deferring = false;
+    native.deferExternalMemory(false);
+  }
+}
+/** Hands t to the innermost scope, or reports its bytes when it now belongs to none. */
+function adopt(t: Tensor): void {
+  const s = scopes[scopes.length - 1];
+  if (s) s.tracked.add(t);
+  else t._accountMemory();
+}
+
 /** Removes t from every open scope, so tidy() will not dispose it. Returns t. */
 export function keep<T extends Tensor>(t: T): T {
+  for (const s of scopes) s.tracked.delete(t);
+  t._accountMemory();
+  return t;
+}
+
+/**
+ * @internal keep() without reporting t's bytes to V8, for tensors whose owner frees them
+ * explicitly within the step: autograd's saved tensors and intermediate gradients (reporting
+ * them brought back most of the per-step full GCs).
+ */
+export function keepOwned<T extends Tensor>(t: T): T {
   for (const s of scopes) s.tracked.delete(t);
   return t;
 }
@@ -84,16 +121,16 @@ function disposeFailed(scope: Scope): void {
 export function tidy<T>(fn: () => T): T {
   if (typeof fn !== 'function') fail('ERR_ARG', 'tidy', 'fn', 'a function', describe(fn));
   const scope: Scope = { tracked: new Set() };
-  scopes.push(scope);
+  enterScope(scope);
   let result: T;
   try {
     result = fn();
   } catch (e) {
-    scopes.splice(scopes.indexOf(scope), 1);
+    leaveScope(scope);
     disposeFailed(scope);
     throw e;
   }
-  scopes.splice(scopes.indexOf(scope), 1);
+  leaveScope(scope);
   if (result instanceof Promise) {
     for (const t of scope.tracked) t.dispose();
     fail('ERR_ARG', 'tidy', 'fn', 'a synchronous function', 'a function returning a Promise');
@@ -101,7 +138,7 @@ export function tidy<T>(fn: () => T): T {
   const survivors = new Set<Tensor>();
   collect(result, survivors);
   for (const t of scope.tracked) {
-    if (survivors.has(t)) track(t);
+    if (survivors.has(t)) adopt(t);
     else t.dispose();
   }
   return result;
@@ -114,15 +151,15 @@ export function tidy<T>(fn: () => T): T {
  */
 export function disposeOnThrow<T>(fn: () => T): T {
   const scope: Scope = { tracked: new Set() };
-  scopes.push(scope);
+  enterScope(scope);
   let ok = false;
   try {
     const result = fn();
     ok = true;
     return result;
   } finally {
-    scopes.splice(scopes.indexOf(scope), 1);
-    if (ok) for (const t of scope.tracked) track(t);
+    leaveScope(scope);
+    if (ok) for (const t of scope.tracked) adopt(t);
     else disposeFailed(scope);
   }
 }
@@ -178,7 +215,13 @@ export class Tensor {
     this._replaceHandle(native.to(this.handle, device));
   }
 
+  /** @internal Reports the handle's bytes to V8 (once); see adopt(). */
+  _accountMemory(): void {
+    this.h?.account();
+  }
+
   _replaceHandle(handle: TensorHandle): void {
+    if (!scopes.some((sc) => sc.tracked.has(this))) handle.account();
     const old = this.handle;
     this.h = handle;
     this._shape = Object.freeze(handle.shape);

@@ -22,6 +22,9 @@ struct AddonData {
   Napi::FunctionReference tensor_ctor;
   Napi::FunctionReference error_class;
   std::deque<Export> exports;  // a deque: adding one never moves the others
+  // While true (JS sets it inside tidy/disposeOnThrow scopes), new handles do not report their
+  // bytes to V8 until JS calls account() on the ones that leave every scope (tensor_handle.h).
+  bool defer_accounting = false;
 };
 AddonData &addon(Napi::Env env);
 

@@ -17,6 +17,7 @@ namespace ops = rx::ops;
 
 void bind_all(BindList &b) {
   b.manual("setErrorClass", set_error_class, {{"ctor", "new (message: string, code: never) => Error"}}, "void");
+  b.manual("deferExternalMemory", TensorHandle::DeferExternalMemory, {{"on", "boolean"}}, "void");
 
   // Creation and movement
   b.manual("fromData", from_data,

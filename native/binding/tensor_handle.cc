@@ -1,5 +1,6 @@
 #include "tensor_handle.h"
 
+#include "addon_data.h"
 #include "errors.h"
 
 namespace rxb {
@@ -12,7 +13,8 @@ Napi::Function TensorHandle::Init(Napi::Env env) {
                       InstanceAccessor<&TensorHandle::GetDisposed>("disposed"),
                       InstanceAccessor<&TensorHandle::GetNBytes>("nbytes"),
                       InstanceMethod<&TensorHandle::Dispose>("dispose"),
-                      InstanceMethod<&TensorHandle::SharesStorage>("sharesStorage")});
+                      InstanceMethod<&TensorHandle::SharesStorage>("sharesStorage"),
+                      InstanceMethod<&TensorHandle::Account>("account")});
 }
 
 TensorHandle::TensorHandle(const Napi::CallbackInfo &info) : Napi::ObjectWrap<TensorHandle>(info) {
@@ -22,8 +24,27 @@ TensorHandle::TensorHandle(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Te
   auto *p = info[0].As<Napi::External<rx::TensorPtr>>().Data();
   t_ = std::move(*p);
   delete p;
-  accounted_ = t_ ? t_->nbytes() : 0;
-  if (accounted_) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), accounted_);
+  if (!addon(info.Env()).defer_accounting) account(info.Env());
+}
+
+void TensorHandle::account(Napi::Env env) {
+  if (!t_ || accounted_) return;
+  accounted_ = (int64_t)t_->nbytes();
+  if (accounted_) Napi::MemoryManagement::AdjustExternalMemory(env, accounted_);
+}
+
+Napi::Value TensorHandle::Account(const Napi::CallbackInfo &info) {
+  account(info.Env());
+  return info.Env().Undefined();
+}
+
+Napi::Value TensorHandle::DeferExternalMemory(const Napi::CallbackInfo &info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (info.Length() < 1 || !info[0].IsBoolean())
+      rx::fail(rx::ErrorCode::Arg, "deferExternalMemory", "on", "a boolean", "another value");
+    addon(info.Env()).defer_accounting = info[0].As<Napi::Boolean>().Value();
+    return info.Env().Undefined();
+  });
 }
 
 void TensorHandle::release(Napi::BasicEnv env) {
