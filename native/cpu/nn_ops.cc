@@ -139,49 +139,107 @@ inline void plane_bwd_apply(const T *g, const T *p, const T *q, T *o, T *r, int6
   }
 }
 
-RX_CLONES void plane_sum_sq_f32(const float *p, int64_t n, float k, float *a1, float *a2) { plane_sum_sq(p, n, k, a1, a2); }
-RX_CLONES void plane_apply_f32(const float *p, const float *r, float *q, int64_t n, float scale, float shift, int act) {
-  plane_apply(p, r, q, n, scale, shift, act);
-}
-RX_CLONES void plane_bwd_reduce_f32(const float *g, const float *p, const float *q, int64_t n, float mean, bool relu,
-                                    float *a1, float *a2) {
-  plane_bwd_reduce(g, p, q, n, mean, relu, a1, a2);
-}
-RX_CLONES void plane_bwd_apply_f32(const float *g, const float *p, const float *q, float *o, float *r, int64_t n, float k,
-                                   float mg, float mgx, float mean, bool relu, bool training) {
-  plane_bwd_apply(g, p, q, o, r, n, k, mg, mgx, mean, relu, training);
-}
-
-// Dispatch: float goes through the cloned entry points, double through the templates.
-inline void bn_sum_sq(const float *p, int64_t n, float k, float *a1, float *a2) { plane_sum_sq_f32(p, n, k, a1, a2); }
-inline void bn_sum_sq(const double *p, int64_t n, double k, double *a1, double *a2) { plane_sum_sq(p, n, k, a1, a2); }
-inline void bn_apply(const float *p, const float *r, float *q, int64_t n, float sc, float sh, int act) {
-  plane_apply_f32(p, r, q, n, sc, sh, act);
-}
-inline void bn_apply(const double *p, const double *r, double *q, int64_t n, double sc, double sh, int act) {
-  plane_apply(p, r, q, n, sc, sh, act);
-}
-inline void bn_bwd_reduce(const float *g, const float *p, const float *q, int64_t n, float m, bool relu, float *a1, float *a2) {
-  plane_bwd_reduce_f32(g, p, q, n, m, relu, a1, a2);
-}
-inline void bn_bwd_reduce(const double *g, const double *p, const double *q, int64_t n, double m, bool relu, double *a1,
-                          double *a2) {
-  plane_bwd_reduce(g, p, q, n, m, relu, a1, a2);
-}
-inline void bn_bwd_apply(const float *g, const float *p, const float *q, float *o, float *r, int64_t n, float k, float mg,
-                         float mgx, float m, bool relu, bool tr) {
-  plane_bwd_apply_f32(g, p, q, o, r, n, k, mg, mgx, m, relu, tr);
-}
-inline void bn_bwd_apply(const double *g, const double *p, const double *q, double *o, double *r, int64_t n, double k,
-                         double mg, double mgx, double m, bool relu, bool tr) {
-  plane_bwd_apply(g, p, q, o, r, n, k, mg, mgx, m, relu, tr);
-}
-
 template <typename T>
 double lanes_total(const T *acc) {
   double s = 0;
   for (int l = 0; l < kLanes; l++) s += acc[l];
   return s;
+}
+
+// Whole channel blocks per call: for n, for c in [c0, c1): one plane of HW values each. A call per
+// plane cost more than the plane on ResNeXt-29's 4x4-14x14 maps (an indirect call to the cloned
+// function and lane setup for 16-196 values; 25% of a training step was batch norm). Sums per
+// plane in kLanes float lanes, then in double, as before (the results are unchanged).
+template <typename T>
+inline void block_sum_sq(const T *px, int64_t N, int64_t C, int64_t HW, int64_t c0, int64_t c1, const T *kshift,
+                         double *s1, double *s2) {
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t c = c0; c < c1; c++) {
+      T a1[kLanes] = {}, a2[kLanes] = {};
+      plane_sum_sq(px + (n * C + c) * HW, HW, kshift[c - c0], a1, a2);
+      s1[c - c0] += lanes_total(a1);
+      s2[c - c0] += lanes_total(a2);
+    }
+}
+template <typename T>
+inline void block_apply(const T *px, const T *pr, T *py, int64_t N, int64_t C, int64_t HW, int64_t c0, int64_t c1,
+                        const T *scale, const T *shift, int act) {
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t c = c0; c < c1; c++) {
+      const int64_t off = (n * C + c) * HW;
+      plane_apply(px + off, pr ? pr + off : nullptr, py + off, HW, scale[c - c0], shift[c - c0], act);
+    }
+}
+// One channel's N planes (backward).
+template <typename T>
+inline void chan_bwd_reduce(const T *g, const T *p, const T *q, int64_t N, int64_t C, int64_t HW, int64_t c, T mean,
+                            bool relu, double *sg, double *sgx) {
+  for (int64_t n = 0; n < N; n++) {
+    const int64_t off = (n * C + c) * HW;
+    T a1[kLanes] = {}, a2[kLanes] = {};
+    plane_bwd_reduce(g + off, p + off, q + off, HW, mean, relu, a1, a2);
+    *sg += lanes_total(a1);
+    *sgx += lanes_total(a2);
+  }
+}
+template <typename T>
+inline void chan_bwd_apply(const T *g, const T *p, const T *q, T *o, T *r, int64_t N, int64_t C, int64_t HW, int64_t c,
+                           T k, T mg, T mgx, T mean, bool relu, bool training) {
+  for (int64_t n = 0; n < N; n++) {
+    const int64_t off = (n * C + c) * HW;
+    plane_bwd_apply(g + off, p + off, q + off, o + off, r ? r + off : nullptr, HW, k, mg, mgx, mean, relu, training);
+  }
+}
+
+RX_CLONES void block_sum_sq_f32(const float *px, int64_t N, int64_t C, int64_t HW, int64_t c0, int64_t c1,
+                                const float *kshift, double *s1, double *s2) {
+  block_sum_sq(px, N, C, HW, c0, c1, kshift, s1, s2);
+}
+RX_CLONES void block_apply_f32(const float *px, const float *pr, float *py, int64_t N, int64_t C, int64_t HW, int64_t c0,
+                               int64_t c1, const float *scale, const float *shift, int act) {
+  block_apply(px, pr, py, N, C, HW, c0, c1, scale, shift, act);
+}
+RX_CLONES void chan_bwd_reduce_f32(const float *g, const float *p, const float *q, int64_t N, int64_t C, int64_t HW,
+                                   int64_t c, float mean, bool relu, double *sg, double *sgx) {
+  chan_bwd_reduce(g, p, q, N, C, HW, c, mean, relu, sg, sgx);
+}
+RX_CLONES void chan_bwd_apply_f32(const float *g, const float *p, const float *q, float *o, float *r, int64_t N,
+                                  int64_t C, int64_t HW, int64_t c, float k, float mg, float mgx, float mean, bool relu,
+                                  bool training) {
+  chan_bwd_apply(g, p, q, o, r, N, C, HW, c, k, mg, mgx, mean, relu, training);
+}
+inline void bn_block_sum_sq(const float *px, int64_t N, int64_t C, int64_t HW, int64_t c0, int64_t c1, const float *ks,
+                            double *s1, double *s2) {
+  block_sum_sq_f32(px, N, C, HW, c0, c1, ks, s1, s2);
+}
+inline void bn_block_sum_sq(const double *px, int64_t N, int64_t C, int64_t HW, int64_t c0, int64_t c1,
+                            const double *ks, double *s1, double *s2) {
+  block_sum_sq(px, N, C, HW, c0, c1, ks, s1, s2);
+}
+inline void bn_block_apply(const float *px, const float *pr, float *py, int64_t N, int64_t C, int64_t HW, int64_t c0,
+                           int64_t c1, const float *sc, const float *sh, int act) {
+  block_apply_f32(px, pr, py, N, C, HW, c0, c1, sc, sh, act);
+}
+inline void bn_block_apply(const double *px, const double *pr, double *py, int64_t N, int64_t C, int64_t HW,
+                           int64_t c0, int64_t c1, const double *sc, const double *sh, int act) {
+  block_apply(px, pr, py, N, C, HW, c0, c1, sc, sh, act);
+}
+inline void bn_chan_bwd_reduce(const float *g, const float *p, const float *q, int64_t N, int64_t C, int64_t HW,
+                               int64_t c, float m, bool relu, double *sg, double *sgx) {
+  chan_bwd_reduce_f32(g, p, q, N, C, HW, c, m, relu, sg, sgx);
+}
+inline void bn_chan_bwd_reduce(const double *g, const double *p, const double *q, int64_t N, int64_t C, int64_t HW,
+                               int64_t c, double m, bool relu, double *sg, double *sgx) {
+  chan_bwd_reduce(g, p, q, N, C, HW, c, m, relu, sg, sgx);
+}
+inline void bn_chan_bwd_apply(const float *g, const float *p, const float *q, float *o, float *r, int64_t N, int64_t C,
+                              int64_t HW, int64_t c, float k, float mg, float mgx, float m, bool relu, bool tr) {
+  chan_bwd_apply_f32(g, p, q, o, r, N, C, HW, c, k, mg, mgx, m, relu, tr);
+}
+inline void bn_chan_bwd_apply(const double *g, const double *p, const double *q, double *o, double *r, int64_t N,
+                              int64_t C, int64_t HW, int64_t c, double k, double mg, double mgx, double m, bool relu,
+                              bool tr) {
+  chan_bwd_apply(g, p, q, o, r, N, C, HW, c, k, mg, mgx, m, relu, tr);
 }
 
 // Channels per forward batch-norm task. When a channel's N planes fit in L1 (resnext50 at batch
@@ -219,13 +277,7 @@ void batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta
         T kshift[16];
         if (a.training) {
           for (int64_t c = c0; c < c1; c++) kshift[c - c0] = HW > 0 ? px[c * HW] : T(0);
-          for (int64_t n = 0; n < N; n++)
-            for (int64_t c = c0; c < c1; c++) {
-              T a1[kLanes] = {}, a2[kLanes] = {};
-              bn_sum_sq(px + (n * C + c) * HW, HW, kshift[c - c0], a1, a2);
-              s1[c - c0] += lanes_total(a1);
-              s2[c - c0] += lanes_total(a2);
-            }
+          bn_block_sum_sq(px, N, C, HW, c0, c1, kshift, s1, s2);
         }
         for (int64_t i = 0; i < nc; i++) {
           const int64_t c = c0 + i;
@@ -246,11 +298,7 @@ void batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta
           si[c] = (T)invstd;
           scale[i] = (T)(pg[c] * invstd), shift[i] = (T)(pb[c] - mean * pg[c] * invstd);
         }
-        for (int64_t n = 0; n < N; n++)
-          for (int64_t c = c0; c < c1; c++) {
-            const int64_t off = (n * C + c) * HW;
-            bn_apply(px + off, pr ? pr + off : nullptr, py + off, HW, scale[c - c0], shift[c - c0], (int)a.act);
-          }
+        bn_block_apply(px, pr, py, N, C, HW, c0, c1, scale, shift, (int)a.act);
       }
     });
   });
@@ -272,22 +320,12 @@ void batch_norm_backward(const Tensor &gy, const Tensor &x, const Tensor &y, con
         const T mean = sm[c], inv = si[c];
         // g = gy masked by the ReLU (y > 0); the residual's gradient is exactly g.
         double sg = 0, sgx = 0;
-        for (int64_t n = 0; n < N; n++) {
-          int64_t off = (n * C + c) * HW;
-          T a1[kLanes] = {}, a2[kLanes] = {};
-          bn_bwd_reduce(pgy + off, px + off, py + off, HW, mean, relu, a1, a2);
-          sg += lanes_total(a1);
-          sgx += lanes_total(a2);
-        }
+        bn_chan_bwd_reduce(pgy, px, py, N, C, HW, c, mean, relu, &sg, &sgx);
         pgb[c] = (T)sg;
         pgg[c] = (T)(sgx * inv);
         T k = pg[c] * inv;
         T mg = (T)(sg / M), mgx = (T)(sgx * inv * inv / M);
-        for (int64_t n = 0; n < N; n++) {
-          int64_t off = (n * C + c) * HW;
-          bn_bwd_apply(pgy + off, px + off, py + off, pgx + off, pgr ? pgr + off : nullptr, HW, k, mg, mgx, mean, relu,
-                       a.training);
-        }
+        bn_chan_bwd_apply(pgy, px, py, pgx, pgr, N, C, HW, c, k, mg, mgx, mean, relu, a.training);
       }
     });
   });
