@@ -101,10 +101,24 @@ describe('batch norm', () => {
 });
 
 describe('pooling', () => {
+  test('maxPool2d: ties keep the first maximum, NaN wins', async () => {
+    // 2x2 windows of a 4x4 plane: [1,1,0,5] [1,1,5,0] [2,NaN,7,7] [3,4,7,7]
+    const x = rx.tensor([1, 1, 1, 1, 0, 5, 5, 0, 2, NaN, 3, 4, 7, 7, 7, 7], [1, 1, 4, 4]).requiresGrad_();
+    const y = rx.maxPool2d(x, 2, { stride: 2 });
+    const v = Array.from(await y.data());
+    expect([v[0], v[1], v[3]]).toEqual([5, 5, 7]);
+    expect(Number.isNaN(v[2])).toBe(true);
+    rx.sum(y).backward();
+    const g = Array.from(await (x.grad as rx.Tensor).data());
+    expect(g.map((e, i) => (e ? i : -1)).filter((i) => i >= 0)).toEqual([5, 6, 9, 14]);
+  });
   test.each([
     [[2, 3, 7, 7], 3, 2, 1],
     [[1, 2, 6, 5], 2, 2, 0],
     [[1, 1, 5, 5], 3, 1, 1],
+    [[1, 2, 12, 13], 3, 2, 1], // interior windows (the fast path) and every border case
+    [[1, 1, 9, 9], 2, 3, 0],
+    [[1, 1, 3, 3], 5, 1, 2], // no window wholly inside
   ])('maxPool2d %j kernel %i stride %i padding %i', (shape, k, s, p) => {
     const n = shape.reduce((a, b) => a * b, 1);
     const x = rnd(n, 20);

@@ -341,8 +341,35 @@ void max_pool2d_forward(const Tensor &x, Tensor &y, Tensor &indices, const Pool2
     parallel_for(0, NC, 1, [&](int64_t b, int64_t e) {
       for (int64_t nc = b; nc < e; nc++) {
         const T *plane = px + nc * H * W;
-        for (int64_t p = 0; p < P; p++)
+        for (int64_t p = 0; p < P; p++) {
+          // Windows wholly inside the input (all but the border ones): no clamping, and the
+          // first value seeds the maximum; then the same rule as below (larger, or NaN) as a
+          // branch-free select (the branchy loop was 2.5% of a batch-1 resnext50 inference).
+          const int64_t h0 = p * a.sh - a.ph;
+          int64_t q_lo = Q, q_hi = Q;
+          if (h0 >= 0 && h0 + a.kh <= H && a.sw > 0) {
+            q_lo = std::min<int64_t>(Q, (a.pw + a.sw - 1) / a.sw);  // w0 >= 0
+            const int64_t room = W - a.kw + a.pw;  // w0 + kw <= W  <=>  q * sw <= room
+            q_hi = room < 0 ? q_lo : std::max<int64_t>(q_lo, std::min<int64_t>(Q, room / a.sw + 1));
+          }
+          for (int64_t q = q_lo; q < q_hi; q++) {
+            const int64_t w0 = q * a.sw - a.pw;
+            const T *win = plane + h0 * W + w0;
+            T best = win[0];
+            int32_t bi = (int32_t)(h0 * W + w0);
+            for (int64_t i = 0; i < a.kh; i++)
+              for (int64_t j = 0; j < a.kw; j++) {
+                const T v = win[i * W + j];
+                const bool take = v > best || v != v;
+                best = take ? v : best;
+                bi = take ? (int32_t)((h0 + i) * W + w0 + j) : bi;
+              }
+            py[(nc * P + p) * Q + q] = best;
+            pi[(nc * P + p) * Q + q] = bi;
+          }
           for (int64_t q = 0; q < Q; q++) {
+            if (q == q_lo) q = q_hi;
+            if (q >= Q) break;
             T best = -std::numeric_limits<T>::infinity();
             int32_t bi = -1;
             // Only the part of the window inside the input: a window of 1e9 with padding 5e8
@@ -360,6 +387,7 @@ void max_pool2d_forward(const Tensor &x, Tensor &y, Tensor &indices, const Pool2
             py[(nc * P + p) * Q + q] = best;
             pi[(nc * P + p) * Q + q] = bi;
           }
+        }
       }
     });
   });
