@@ -60,6 +60,17 @@ T *tls_buf(int slot, size_t n) {
   return bufs[slot].data();
 }
 
+// Per-call scratch of the calling thread (transposed/packed weights, partial weight gradients),
+// kept between calls: a fresh std::vector per call zero-filled and page-faulted up to a whole
+// weight tensor (8 MB for 2048x1024) in every backward call, ~5% of a resnext50 training step.
+// Separate from tls_buf, which the caller also uses when it runs tasks.
+template <typename T>
+T *call_buf(int slot, size_t n) {
+  thread_local std::vector<T> bufs[4];
+  if (bufs[slot].size() < n) bufs[slot].resize(n);
+  return bufs[slot].data();
+}
+
 // d[j] = s[stride*j]; strides 1 and 2 get constant strides so the compiler vectorizes them
 // (the generic loop made x_build ~half of a stride-2 grouped conv's time).
 template <typename T>
@@ -326,7 +337,7 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const ConvEpilogu
     // yT[pix][k] = sum_t buf[base[pix] + offs[t]] * wT[t][k], scattered into y with the bias.
     std::vector<int64_t> offs((size_t)ntaps);
     x_offsets(g, L, L.pl, offs.data());
-    std::vector<T> wT((size_t)(G * ntaps * Kg));
+    T *wT = call_buf<T>(0, (size_t)(G * ntaps * Kg));
     parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
       for (int64_t gi = g0; gi < g1; gi++)
         for (int64_t k = 0; k < Kg; k++)
@@ -344,7 +355,7 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const ConvEpilogu
         for (int64_t p = 0; p < g.P; p++)
           for (int64_t q = 0; q < g.Q; q++) pix[nn * PQ + p * g.Q + q] = nn * L.img + p * L.pitch + q;
       T *tile = tls_buf<T>(1, (size_t)(BM * Kg));
-      const T *wg = wT.data() + gi * ntaps * Kg;
+      const T *wg = wT + gi * ntaps * Kg;
       for (int64_t i0 = 0; i0 < len; i0 += BM) {
         const int64_t mr = std::min(BM, len - i0);
         kr.bcast(ntaps, buf, pix + i0, (int)mr, offs.data(), wg, Kg, (int)Kg, tile, Kg, false);
@@ -367,13 +378,13 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const ConvEpilogu
   // Weights are read in place where the ISA has the unpacked-A kernel (tapr); packing them cost
   // 12% of a batch-1 inference (every weight read and written once more per call).
   const bool wdirect = kr.tapr != nullptr;
-  std::vector<T> wp(wdirect ? 0 : (size_t)(G * Mp * ntaps));
+  T *wp = wdirect ? nullptr : call_buf<T>(3, (size_t)(G * Mp * ntaps));
   const int64_t npan = Mp / kr.mr;
   if (!wdirect)
     parallel_for(0, G * npan, 16, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; i++) {
         const int64_t gi = i / npan, m0 = i % npan * kr.mr;
-        pack_panels(kr.mr, std::min<int64_t>(kr.mr, Kg - m0), ntaps, wp.data() + gi * Mp * ntaps + m0 * ntaps,
+        pack_panels(kr.mr, std::min<int64_t>(kr.mr, Kg - m0), ntaps, wp + gi * Mp * ntaps + m0 * ntaps,
                     [&](int64_t m, int64_t t) { return w[(gi * Kg + m0 + m) * ntaps + t]; });
       }
     });
@@ -388,7 +399,7 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const ConvEpilogu
       const int64_t m0 = ci * rows, m1 = std::min(Kg, m0 + rows);
       if (m0 >= m1) return;
       const T *xg = x + (n0 * g.C + gi * Cg) * HW;
-      const T *Ap = wdirect ? w + (gi * Kg + m0) * ntaps : wp.data() + gi * Mp * ntaps + m0 * ntaps;
+      const T *Ap = wdirect ? w + (gi * Kg + m0) * ntaps : wp + gi * Mp * ntaps + m0 * ntaps;
       const int64_t lda = wdirect ? ntaps : 0;
       if (inplace) {
         T *out = y + (n0 * g.K + gi * Kg + m0) * PQ;
@@ -472,18 +483,18 @@ void conv2d_backward_data(const ConvGeom &g, const T *gy, const T *w, T *gx) {
   // Per phase: tap offsets into the gy buffer and packed weights for every group.
   const size_t nph = phases.size();
   std::vector<std::vector<int64_t>> offs(nph);
-  std::vector<std::vector<T>> wp(nph);
+  std::vector<size_t> wp_at(nph + 1, 0);  // phase pi's packed weights: [wp_at[pi], wp_at[pi + 1])
   for (size_t pi = 0; pi < nph; pi++) {
     const DPhase &ph = phases[pi];
     const int64_t nt = (int64_t)ph.k.size();
     offs[pi].resize(nt);
     for (int64_t t = 0; t < nt; t++) offs[pi][t] = ph.k[t] * pl + (ph.dr[t] + padT) * Wg + ph.dc[t] + padL;
-    wp[pi].resize((size_t)(G * Mp * nt));
+    wp_at[pi + 1] = wp_at[pi] + (size_t)(G * Mp * nt);
   }
   if (!inplace && row_chunks(cdiv(g.N, nb) * G, Cg, kr.mr) == 1 && use_bcast(kr, Cg, HW, true)) {
     // Per phase: rows = the phase's gx pixels, reduction over its taps (k, r, s), columns = the
     // group's Cg input channels: gxT[pix][c] = sum_t gybuf[base[pix] + offs[t]] * wB[t][c].
-    std::vector<std::vector<T>> wB(nph);
+    std::vector<size_t> wB_at(nph + 1, 0);
     bool all_reached = true;
     for (int64_t e = 0; e < sh; e++)
       for (int64_t f = 0; f < sw; f++) {
@@ -491,13 +502,14 @@ void conv2d_backward_data(const ConvGeom &g, const T *gy, const T *w, T *gx) {
         for (const DPhase &ph : phases) found |= ph.e == e && ph.f == f && !ph.k.empty();
         all_reached &= found || e >= g.H || f >= g.W;
       }
-    for (size_t pi = 0; pi < nph; pi++) wB[pi].resize((size_t)(G * phases[pi].k.size() * Cg));
+    for (size_t pi = 0; pi < nph; pi++) wB_at[pi + 1] = wB_at[pi] + (size_t)(G * phases[pi].k.size() * Cg);
+    T *wB = call_buf<T>(1, wB_at[nph]);
     parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
       for (int64_t gi = g0; gi < g1; gi++)
         for (size_t pi = 0; pi < nph; pi++) {
           const DPhase &ph = phases[pi];
           const int64_t nt = (int64_t)ph.k.size();
-          T *dst = wB[pi].data() + gi * nt * Cg;
+          T *dst = wB + wB_at[pi] + gi * nt * Cg;
           for (int64_t t = 0; t < nt; t++)
             for (int64_t c = 0; c < Cg; c++)
               dst[t * Cg + c] = w[((gi * Kg + ph.k[t]) * Cg + c) * RS + ph.r[t] * g.S + ph.s[t]];
@@ -546,7 +558,7 @@ void conv2d_backward_data(const ConvGeom &g, const T *gy, const T *w, T *gx) {
               pix[nn * ppi + i * ph.Wf + j] = nn * img + i * Wg + j;
               outp[nn * ppi + i * ph.Wf + j] = nn * g.C * HW + (ph.e + sh * i) * g.W + ph.f + sw * j;
             }
-        const T *wg = wB[pi].data() + gi * nt * Cg;
+        const T *wg = wB + wB_at[pi] + gi * nt * Cg;
         T *gxg = gx + (n0 * g.C + gi * Cg) * HW;
         for (int64_t i0 = 0; i0 < len; i0 += BM) {
           const int64_t mr = std::min(BM, len - i0);
@@ -561,13 +573,14 @@ void conv2d_backward_data(const ConvGeom &g, const T *gy, const T *w, T *gx) {
     });
     return;
   }
+  T *wp = call_buf<T>(0, wp_at[nph]);
   const int64_t TCH = 8;  // tap chunks, so G == 1 packs in parallel too
   parallel_for(0, G * (int64_t)nph * TCH, 1, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
       const int64_t gi = i / ((int64_t)nph * TCH), pi = i / TCH % (int64_t)nph, ch = i % TCH;
       const DPhase &ph = phases[pi];
       const int64_t nt = (int64_t)ph.k.size(), step = cdiv(nt, TCH);
-      pack_panels_cols(kr.mr, Cg, nt, ch * step, std::min(nt, (ch + 1) * step), wp[pi].data() + gi * Mp * nt, RS,
+      pack_panels_cols(kr.mr, Cg, nt, ch * step, std::min(nt, (ch + 1) * step), wp + wp_at[pi] + gi * Mp * nt, RS,
                        [&](int64_t t) { return w + (gi * Kg + ph.k[t]) * Cg * RS + ph.r[t] * g.S + ph.s[t]; });
     }
   });
@@ -589,7 +602,7 @@ void conv2d_backward_data(const ConvGeom &g, const T *gy, const T *w, T *gx) {
       const T *gyg = gy + (n0 * g.K + gi * Kg) * PQ;
       if (inplace) {
         const int64_t nt = (int64_t)phases[0].k.size();
-        tap_conv(kr, m1 - m0, wp[0].data() + gi * Mp * nt + m0 * nt, nt, gyg, offs[0].data(), PQ,
+        tap_conv(kr, m1 - m0, wp + wp_at[0] + gi * Mp * nt + m0 * nt, nt, gyg, offs[0].data(), PQ,
                  gx + (n0 * g.C + gi * Cg + m0) * HW, HW);
         return;
       }
@@ -620,7 +633,7 @@ void conv2d_backward_data(const ConvGeom &g, const T *gy, const T *w, T *gx) {
       for (size_t pi = 0; pi < nph; pi++) {
         const int64_t nt = (int64_t)phases[pi].k.size();
         if (nt == 0) continue;
-        tap_conv(kr, M, wp[pi].data() + gi * Mp * nt + m0 * nt, nt, buf, offs[pi].data(), nbc * img,
+        tap_conv(kr, M, wp + wp_at[pi] + gi * Mp * nt + m0 * nt, nt, buf, offs[pi].data(), nbc * img,
                  out + pi * M * pl, pl);
       }
       for (int64_t nn = 0; nn < nbc; nn++)
@@ -739,7 +752,7 @@ void conv2d_backward_filter(const ConvGeom &g, const T *gy, const T *x, T *gw) {
       (G >= 2 * nt || splits > 1) ? 1 : std::clamp<int64_t>(std::min<int64_t>(nt, Kg / 32), 1, 64);
   const int64_t rows = cdiv(cdiv(Kg, kr.dmr), chunks) * kr.dmr;
   const int64_t wsize = g.K * ntaps;
-  std::vector<T> parts((size_t)((splits - 1) * wsize));
+  T *parts = call_buf<T>(2, (size_t)((splits - 1) * wsize));  // each split zeroes its own
   // Dot path: pixel block LB x tap block TB of the input buffer (256 KB) stays in L2 while every
   // row quad of gy (4 x LB) sweeps it. LB = 1024 rather than 256 because each dot tile ends in 8
   // horizontal sums, which cost ~40% of a 256-long tile (L1 micro-benchmark).
@@ -778,7 +791,7 @@ void conv2d_backward_filter(const ConvGeom &g, const T *gy, const T *x, T *gw) {
       const int64_t si = task / (G * chunks), gi = task / chunks % G, ci = task % chunks;
       const int64_t m0 = ci * rows, m1 = std::min(Kg, m0 + rows), M = m1 - m0;
       if (M <= 0) return;
-      T *gwg = (si == 0 ? gw : parts.data() + (si - 1) * wsize) + (gi * Kg + m0) * ntaps;
+      T *gwg = (si == 0 ? gw : parts + (si - 1) * wsize) + (gi * Kg + m0) * ntaps;
       std::fill(gwg, gwg + M * ntaps, T(0));
       const int64_t b_lo = si * nbatches / splits, b_hi = (si + 1) * nbatches / splits;
       for (int64_t bi = b_lo; bi < b_hi; bi++) {
@@ -829,7 +842,7 @@ void conv2d_backward_filter(const ConvGeom &g, const T *gy, const T *x, T *gw) {
   if (splits > 1)
     parallel_for(0, wsize, 4096, [&](int64_t i0, int64_t i1) {
       for (int64_t si = 1; si < splits; si++) {
-        const T *src = parts.data() + (si - 1) * wsize;
+        const T *src = parts + (si - 1) * wsize;
         for (int64_t i = i0; i < i1; i++) gw[i] += src[i];
       }
     });
