@@ -193,64 +193,6 @@ void bcast_f32(int64_t kc, const float *a, const int64_t *ra, int mr, const int6
   else bcast_tile<1>(kc, a, ra, mr, ca, b, ldb, nr, c, ldc, acc);
 }
 
-// wide tap: 12 rows x 32 columns = 24 zmm accumulators on packed operands only (a: kc x 12 panel,
-// b: kc x 32 sliver). Per t: 2 B loads and 12 broadcasts (FMA memory operands) feed 24 FMAs, so a
-// 32-column sliver streamed from L2 (128 bytes per 24 FMAs) keeps the FMA ports busy while the
-// 12 KB A panel stays in L1; the 4 x 64 tap tile streamed 256 bytes per 16 FMAs and its 64 KB B
-// sliver fits no L1 (32 KB on Zen 4, 48 KB on Sapphire Rapids). Columns past nr are masked.
-template <int NV>
-inline void wtap_tile(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int mr, int nr, float alpha,
-                      float beta) {
-  const __mmask16 m0 = lane_mask(nr), m1 = lane_mask(nr - 16);
-  __m512 s[kWMR][NV];
-#pragma GCC unroll 16
-  for (int i = 0; i < kWMR; i++)
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; v++) s[i][v] = _mm512_setzero_ps();
-  if (nr == 16 * NV) {
-    for (int64_t t = 0; t < kc; t++, a += kWMR, b += kWNR) {
-      __m512 b0 = _mm512_loadu_ps(b), b1;
-      if (NV > 1) b1 = _mm512_loadu_ps(b + 16);
-#pragma GCC unroll 16
-      for (int i = 0; i < kWMR; i++) {
-        const __m512 av = _mm512_set1_ps(a[i]);
-        s[i][0] = _mm512_fmadd_ps(av, b0, s[i][0]);
-        if (NV > 1) s[i][1] = _mm512_fmadd_ps(av, b1, s[i][1]);
-      }
-    }
-  } else {
-    for (int64_t t = 0; t < kc; t++, a += kWMR, b += kWNR) {
-      __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1;
-      if (NV > 1) b1 = _mm512_maskz_loadu_ps(m1, b + 16);
-#pragma GCC unroll 16
-      for (int i = 0; i < kWMR; i++) {
-        const __m512 av = _mm512_set1_ps(a[i]);
-        s[i][0] = _mm512_fmadd_ps(av, b0, s[i][0]);
-        if (NV > 1) s[i][1] = _mm512_fmadd_ps(av, b1, s[i][1]);
-      }
-    }
-  }
-  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 16
-  for (int i = 0; i < kWMR; i++) {
-    if (i >= mr) break;
-    float *cr = c + i * ldc;
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; v++) {
-      const __mmask16 m = v ? m1 : m0;
-      __m512 r = _mm512_mul_ps(s[i][v], va);
-      if (beta != 0.0f) r = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, cr + 16 * v), vb, r);
-      _mm512_mask_storeu_ps(cr + 16 * v, m, r);
-    }
-  }
-}
-
-void wtap_f32(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int mr, int nr, float alpha,
-              float beta) {
-  if (nr > 16) wtap_tile<2>(kc, a, b, c, ldc, mr, nr, alpha, beta);
-  else wtap_tile<1>(kc, a, b, c, ldc, mr, nr, alpha, beta);
-}
-
 }  // namespace rx::cpu::avx512
 
 #pragma GCC pop_options

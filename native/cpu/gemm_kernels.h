@@ -78,9 +78,7 @@ void dot_f32(int64_t len, const float *a, int64_t lda, const float *b, const int
              int mr, int nt);
 }  // namespace avx2
 namespace avx512 {
-constexpr int kMR = 4, kNR = 64, kDMR = 4, kDNT = 4, kBMR = 8, kBNR = 32, kWMR = 12, kWNR = 32;
-void wtap_f32(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int mr, int nr, float alpha,
-              float beta);
+constexpr int kMR = 4, kNR = 64, kDMR = 4, kDNT = 4, kBMR = 8, kBNR = 32;
 void tapr_f32(int64_t kc, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c, int64_t ldc,
               int mr, int nr, float beta);
 void bcast_f32(int64_t kc, const float *a, const int64_t *ra, int mr, const int64_t *ca, const float *b, int64_t ldb,
