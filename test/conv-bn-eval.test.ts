@@ -123,3 +123,55 @@ describe('models in eval mode take the fused path and give the taped result', ()
     }
   });
 });
+
+describe('conv2dBatchNorm under hostile input', () => {
+  test('random shapes, arguments and junk: results or ResnextErrors, never a crash', () => {
+    let s = 12345;
+    const rnd = (n: number) => {
+      s = (s * 1103515245 + 12345) >>> 0;
+      return (s >>> 16) % n;
+    };
+    const dims = [0, 1, 2, 3, 5, 8, -1, 2 ** 31, 1e9];
+    const pick = <T>(a: T[]): T => a[rnd(a.length)];
+    let ok = 0;
+    let refused = 0;
+    for (let i = 0; i < 300; i++) {
+      try {
+        rx.tidy(() => {
+          const small = () => pick([1, 2, 3, 4, 6, 0]);
+          const C = small(), K = small(), G = pick([1, 1, 1, 2, 3, 0, -1]);
+          const make = (shape: number[]) => (shape.every((d) => d >= 0 && d < 64) ? rx.randn(shape, { seed: i }) : rx.zeros(shape));
+          const x = make([small(), C, small() + 1, small() + 1]);
+          const w = make([K, G > 0 && C % G === 0 ? C / G : small(), pick([1, 3, 5]), pick([1, 3])]);
+          const hostile = rnd(2) === 0; // half the cases are valid calls, half have one bad part
+          const bad = (v: unknown, junk: unknown[]) => (hostile && rnd(4) === 0 ? pick(junk) : v);
+          const k = bad(K, dims) as number;
+          const bn = {
+            weight: make([k >= 0 && k < 64 ? k : 1]), bias: make([K]), runningMean: make([K]),
+            runningVar: rx.rand([K >= 0 ? K : 1], { low: 0.1, high: 2 }),
+            eps: bad(1e-5, [0, -1, Number.NaN, 'x']) as number,
+          };
+          const act = bad(pick(['none', 'relu', 'addRelu']), ['bogus', '', null]) as 'none';
+          const conv = { stride: bad(pick([1, 2]), [0, -1, 1.5]), padding: bad(pick([0, 1]), [-1, 1e9]), groups: G } as rx.Conv2dOptions;
+          const probe = rx.noGrad(() => {
+            try {
+              return rx.conv2d(x, w, conv).shape;
+            } catch {
+              return null;
+            }
+          });
+          const residual = hostile && rnd(3) === 0 ? make([x.shape[0], K, small() + 1, small() + 1]) : probe ? make([...probe]) : null;
+          const y = rx.conv2dBatchNorm(x, w, conv, bn, act, residual);
+          y.dataSync();
+        });
+        ok++;
+      } catch (e) {
+        expect(e).toBeInstanceOf(rx.ResnextError);
+        if (process.env.RX_DEBUG_FUZZ) console.log((e as Error).message);
+        refused++;
+      }
+    }
+    expect(ok).toBeGreaterThan(5);
+    expect(refused).toBeGreaterThan(50);
+  });
+});
