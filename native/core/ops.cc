@@ -305,13 +305,20 @@ TensorPtr expand(const Tensor &x, const Shape &shape) {
 
 // ---------------------------------------------------------------- convolution
 
-TensorPtr conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, const Conv2dArgs &a) {
-  const std::string op = "conv2d";
+namespace {
+// The forward's input and weight checks (conv2d and the fused conv2d_bn_eval); the output shape.
+Shape check_conv_forward(const std::string &op, const Tensor &x, const Tensor &w, const Conv2dArgs &a) {
   check_float(op, "input", x);
   check_ndim(op, "input", x, 4, "tensor [N, C, H, W]");
   check_like(op, "weight", w, x);
   check_ndim(op, "weight", w, 4, "tensor [K, C/groups, R, S]");
-  Shape ys = conv_out_shape(op, x.shape(), w.shape(), a);
+  return conv_out_shape(op, x.shape(), w.shape(), a);
+}
+}  // namespace
+
+TensorPtr conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, const Conv2dArgs &a) {
+  const std::string op = "conv2d";
+  Shape ys = check_conv_forward(op, x, w, a);
   if (b) {
     check_like(op, "bias", *b, x);
     check_shape(op, "bias", *b, {w.dim(0)});
@@ -419,12 +426,7 @@ std::tuple<TensorPtr, TensorPtr, TensorPtr> batch_norm_forward(const Tensor &x, 
 TensorPtr conv2d_bn_eval(const Tensor &x, const Tensor &w, const Tensor &gamma, const Tensor &beta,
                          const Tensor &running_mean, const Tensor &running_var, const Tensor *residual,
                          const Conv2dArgs &ca, const BatchNormArgs &a) {
-  const std::string op = "conv2d";
-  check_float(op, "input", x);
-  check_ndim(op, "input", x, 4, "tensor [N, C, H, W]");
-  check_like(op, "weight", w, x);
-  check_ndim(op, "weight", w, 4, "tensor [K, C/groups, R, S]");
-  const Shape ys = conv_out_shape(op, x.shape(), w.shape(), ca);
+  const Shape ys = check_conv_forward("conv2d", x, w, ca);
   const std::string bop = bn_name(a.act);
   if (a.training) fail(ErrorCode::Arg, bop, "training", "false (the fused inference op uses running statistics)", "true");
   check_bn_params(bop, x, ys, gamma, beta, residual, running_mean, running_var, a);

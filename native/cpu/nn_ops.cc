@@ -31,6 +31,15 @@ void conv2d_forward(const Tensor &x, const Tensor &w, const Tensor *b, Tensor &y
 }
 const bool conv2d_forward_set = set_kernel(cpu_kernels().conv2d_forward, &conv2d_forward);
 
+// A batch norm's per-channel affine form y = x * scale + shift, from its mean and 1/sqrt(var + eps)
+// (double): batch_norm_forward and the fused conv2d_bn_eval both use it, so they agree bit for bit.
+template <typename T>
+inline void bn_affine(T gamma, T beta, double mean, double invstd, T *scale, T *shift) {
+  *scale = (T)(gamma * invstd);
+  *shift = (T)(beta - mean * gamma * invstd);
+}
+inline double bn_eval_invstd(double running_var, double eps) { return 1.0 / std::sqrt(running_var + eps); }
+
 // Eval-mode batch norm folded into the convolution's epilogue: scale = gamma / sqrt(var + eps),
 // shift = beta - mean * scale, computed as batch_norm_forward computes them (so the fused op gives
 // the two ops' result), then y = act(conv * scale + shift [+ residual]) as each block is finished.
@@ -42,10 +51,7 @@ void conv2d_bn_eval(const Tensor &x, const Tensor &w, const Tensor &gamma, const
     const int64_t K = g.K;
     const T *pg = gamma.data<T>(), *pb = beta.data<T>(), *rm = running_mean.data<T>(), *rv = running_var.data<T>();
     std::vector<T> scale((size_t)K), shift((size_t)K);
-    for (int64_t k = 0; k < K; k++) {
-      const double invstd = 1.0 / std::sqrt((double)rv[k] + a.eps), mean = rm[k];
-      scale[k] = (T)(pg[k] * invstd), shift[k] = (T)(pb[k] - mean * pg[k] * invstd);
-    }
+    for (int64_t k = 0; k < K; k++) bn_affine(pg[k], pb[k], rm[k], bn_eval_invstd(rv[k], a.eps), &scale[k], &shift[k]);
     ConvEpilogue<T> e;
     e.scale = scale.data(), e.shift = shift.data();
     e.residual = a.act == BnAct::AddReLU && residual ? residual->data<T>() : nullptr;
@@ -191,55 +197,23 @@ inline void chan_bwd_apply(const T *g, const T *p, const T *q, T *o, T *r, int64
   }
 }
 
-RX_CLONES void block_sum_sq_f32(const float *px, int64_t N, int64_t C, int64_t HW, int64_t c0, int64_t c1,
+// The float overloads are the cloned (AVX2 / baseline) entry points; double calls the templates.
+RX_CLONES void block_sum_sq(const float *px, int64_t N, int64_t C, int64_t HW, int64_t c0, int64_t c1,
                                 const float *kshift, double *s1, double *s2) {
-  block_sum_sq(px, N, C, HW, c0, c1, kshift, s1, s2);
+  block_sum_sq<float>(px, N, C, HW, c0, c1, kshift, s1, s2);
 }
-RX_CLONES void block_apply_f32(const float *px, const float *pr, float *py, int64_t N, int64_t C, int64_t HW, int64_t c0,
+RX_CLONES void block_apply(const float *px, const float *pr, float *py, int64_t N, int64_t C, int64_t HW, int64_t c0,
                                int64_t c1, const float *scale, const float *shift, int act) {
-  block_apply(px, pr, py, N, C, HW, c0, c1, scale, shift, act);
+  block_apply<float>(px, pr, py, N, C, HW, c0, c1, scale, shift, act);
 }
-RX_CLONES void chan_bwd_reduce_f32(const float *g, const float *p, const float *q, int64_t N, int64_t C, int64_t HW,
+RX_CLONES void chan_bwd_reduce(const float *g, const float *p, const float *q, int64_t N, int64_t C, int64_t HW,
                                    int64_t c, float mean, bool relu, double *sg, double *sgx) {
-  chan_bwd_reduce(g, p, q, N, C, HW, c, mean, relu, sg, sgx);
+  chan_bwd_reduce<float>(g, p, q, N, C, HW, c, mean, relu, sg, sgx);
 }
-RX_CLONES void chan_bwd_apply_f32(const float *g, const float *p, const float *q, float *o, float *r, int64_t N,
+RX_CLONES void chan_bwd_apply(const float *g, const float *p, const float *q, float *o, float *r, int64_t N,
                                   int64_t C, int64_t HW, int64_t c, float k, float mg, float mgx, float mean, bool relu,
                                   bool training) {
-  chan_bwd_apply(g, p, q, o, r, N, C, HW, c, k, mg, mgx, mean, relu, training);
-}
-inline void bn_block_sum_sq(const float *px, int64_t N, int64_t C, int64_t HW, int64_t c0, int64_t c1, const float *ks,
-                            double *s1, double *s2) {
-  block_sum_sq_f32(px, N, C, HW, c0, c1, ks, s1, s2);
-}
-inline void bn_block_sum_sq(const double *px, int64_t N, int64_t C, int64_t HW, int64_t c0, int64_t c1,
-                            const double *ks, double *s1, double *s2) {
-  block_sum_sq(px, N, C, HW, c0, c1, ks, s1, s2);
-}
-inline void bn_block_apply(const float *px, const float *pr, float *py, int64_t N, int64_t C, int64_t HW, int64_t c0,
-                           int64_t c1, const float *sc, const float *sh, int act) {
-  block_apply_f32(px, pr, py, N, C, HW, c0, c1, sc, sh, act);
-}
-inline void bn_block_apply(const double *px, const double *pr, double *py, int64_t N, int64_t C, int64_t HW,
-                           int64_t c0, int64_t c1, const double *sc, const double *sh, int act) {
-  block_apply(px, pr, py, N, C, HW, c0, c1, sc, sh, act);
-}
-inline void bn_chan_bwd_reduce(const float *g, const float *p, const float *q, int64_t N, int64_t C, int64_t HW,
-                               int64_t c, float m, bool relu, double *sg, double *sgx) {
-  chan_bwd_reduce_f32(g, p, q, N, C, HW, c, m, relu, sg, sgx);
-}
-inline void bn_chan_bwd_reduce(const double *g, const double *p, const double *q, int64_t N, int64_t C, int64_t HW,
-                               int64_t c, double m, bool relu, double *sg, double *sgx) {
-  chan_bwd_reduce(g, p, q, N, C, HW, c, m, relu, sg, sgx);
-}
-inline void bn_chan_bwd_apply(const float *g, const float *p, const float *q, float *o, float *r, int64_t N, int64_t C,
-                              int64_t HW, int64_t c, float k, float mg, float mgx, float m, bool relu, bool tr) {
-  chan_bwd_apply_f32(g, p, q, o, r, N, C, HW, c, k, mg, mgx, m, relu, tr);
-}
-inline void bn_chan_bwd_apply(const double *g, const double *p, const double *q, double *o, double *r, int64_t N,
-                              int64_t C, int64_t HW, int64_t c, double k, double mg, double mgx, double m, bool relu,
-                              bool tr) {
-  chan_bwd_apply(g, p, q, o, r, N, C, HW, c, k, mg, mgx, m, relu, tr);
+  chan_bwd_apply<float>(g, p, q, o, r, N, C, HW, c, k, mg, mgx, mean, relu, training);
 }
 
 // Channels per forward batch-norm task. When a channel's N planes fit in L1 (resnext50 at batch
@@ -277,7 +251,7 @@ void batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta
         T kshift[16];
         if (a.training) {
           for (int64_t c = c0; c < c1; c++) kshift[c - c0] = HW > 0 ? px[c * HW] : T(0);
-          bn_block_sum_sq(px, N, C, HW, c0, c1, kshift, s1, s2);
+          block_sum_sq(px, N, C, HW, c0, c1, kshift, s1, s2);
         }
         for (int64_t i = 0; i < nc; i++) {
           const int64_t c = c0 + i;
@@ -292,13 +266,13 @@ void batch_norm_forward(const Tensor &x, const Tensor &gamma, const Tensor &beta
             rv[c] = (T)((1 - a.momentum) * rv[c] + a.momentum * var * M / (M - 1));
           } else {
             mean = rm[c];
-            invstd = 1.0 / std::sqrt((double)rv[c] + a.eps);
+            invstd = bn_eval_invstd(rv[c], a.eps);
           }
           sm[c] = (T)mean;
           si[c] = (T)invstd;
-          scale[i] = (T)(pg[c] * invstd), shift[i] = (T)(pb[c] - mean * pg[c] * invstd);
+          bn_affine(pg[c], pb[c], mean, invstd, &scale[i], &shift[i]);
         }
-        bn_block_apply(px, pr, py, N, C, HW, c0, c1, scale, shift, (int)a.act);
+        block_apply(px, pr, py, N, C, HW, c0, c1, scale, shift, (int)a.act);
       }
     });
   });
@@ -320,12 +294,12 @@ void batch_norm_backward(const Tensor &gy, const Tensor &x, const Tensor &y, con
         const T mean = sm[c], inv = si[c];
         // g = gy masked by the ReLU (y > 0); the residual's gradient is exactly g.
         double sg = 0, sgx = 0;
-        bn_chan_bwd_reduce(pgy, px, py, N, C, HW, c, mean, relu, &sg, &sgx);
+        chan_bwd_reduce(pgy, px, py, N, C, HW, c, mean, relu, &sg, &sgx);
         pgb[c] = (T)sg;
         pgg[c] = (T)(sgx * inv);
         T k = pg[c] * inv;
         T mg = (T)(sg / M), mgx = (T)(sgx * inv * inv / M);
-        bn_chan_bwd_apply(pgy, px, py, pgx, pgr, N, C, HW, c, k, mg, mgx, mean, relu, a.training);
+        chan_bwd_apply(pgy, px, py, pgx, pgr, N, C, HW, c, k, mg, mgx, mean, relu, a.training);
       }
     });
   });

@@ -4,21 +4,15 @@
 // tensorsAfter }. node gc-count.js STEPS
 const { PerformanceObserver, constants } = require('node:perf_hooks');
 const rx = require('../../dist');
+const makeStep = require('./step');
 
 const steps = Number(process.argv[2] || 20);
 const model = rx.models.resnext29({
   cardinality: 4, width: 4, inChannels: 1, numClasses: 10, stemChannels: 32, stageChannels: [64, 128, 256], stemStride: 2,
 });
-const opt = new rx.optim.SGD(model.parameters(), { lr: 0.01, momentum: 0.9, weightDecay: 5e-4 });
 const x = rx.randn([64, 1, 28, 28], { seed: 1 });
 const y = Array.from({ length: 64 }, (_, i) => i % 10);
-const step = () => {
-  const loss = rx.crossEntropy(model.forward(x), y);
-  loss.backward();
-  opt.step();
-  opt.zeroGrad();
-  return loss.item();
-};
+const step = makeStep(rx, model, x, y);
 rx.tidy(step); // warm-up: grads and momentum buffers are made (and reported) once
 let major = 0;
 const obs = new PerformanceObserver((list) => {
