@@ -66,6 +66,10 @@ function gen(i) {
     () => `rx.conv2d(${t4()}, rx.randn([${size(0, 4)}, ${size(0, 4)}, ${size(0, 3)}, ${size(0, 3)}]), { stride: ${pair()}, padding: ${pair()}, groups: ${num(1, 2)} })`,
     () => `rx.${pick(['batchNorm2d', 'batchNormReLU'])}(${t4()}, ${bnOpts(size(0, 4))})`,
     () => `rx.batchNormAddReLU(${t4()}, ${t4()}, ${bnOpts(size(0, 4))})`,
+    () => {
+      const k = size(0, 4);
+      return `rx.conv2dBatchNorm(${t4()}, rx.randn([${k}, ${size(0, 4)}, ${size(0, 3)}, ${size(0, 3)}]), { stride: ${pair()}, padding: ${pair()}, groups: ${num(1, 2)} }, ${bnOpts(r() < 0.8 ? k : size(0, 4))}, ${pick(["'none'", "'relu'", "'addRelu'", "'x'", 'undefined'])}, ${r() < 0.5 ? t4() : 'null'})`;
+    },
     () => `rx.maxPool2d(${t4()}, ${pair()}, { stride: ${pair()}, padding: ${pair()} })`,
     () => `rx.globalAvgPool2d(${t4()})`,
     () => `rx.linear(${t(2)}, ${t(2)}, ${r() < 0.5 ? 'undefined' : t(1)})`,
