@@ -163,14 +163,6 @@ void x_build(const ConvGeom &g, const XLayout &L, const T *x, int64_t nbc, T *bu
   std::fill(buf + L.planes * L.pl, buf + L.size, T(0));
 }
 
-// Packs rows [0, M) x taps [0, ntaps) of get(m, t) into MR-row panels (zero-padded rows).
-template <typename T, typename F>
-void pack_panels(int MR, int64_t M, int64_t ntaps, T *dst, F get) {
-  for (int64_t m0 = 0; m0 < M; m0 += MR)
-    for (int64_t t = 0; t < ntaps; t++, dst += MR)
-      for (int i = 0; i < MR; i++) dst[i] = m0 + i < M ? get(m0 + i, t) : T(0);
-}
-
 // out[m][pix] = sum_t Ap[m][t] * src[offs[t] + pix] for m < M, pix < npix (Ap: panels of MR rows,
 // panel stride ntaps*MR). Blocking: KC taps x NCB pixels of B against MCB-row blocks of A.
 // When enough rows reuse it (M >= kPackRows), the B block is first copied into contiguous
@@ -256,8 +248,7 @@ void run_tasks(int64_t ntasks, F &&fn) {
 // with 4 used); batching images there only added a copy in and a scatter out. A 7x7 plane (49 of
 // 64 lanes) is still batched.
 int64_t batch_images(int64_t img, int64_t N, bool direct) {
-  const GemmKernels<float> &kr = gemm_kernels<float>();
-  const int64_t lanes = kr.tapr ? 16 : kr.nr;  // the AVX-512 tile spends FMAs per 16-lane vector
+  const int64_t lanes = gemm_kernels<float>().vl;
   if (direct && (img >= kTargetPix || (double)img / (double)(cdiv(img, lanes) * lanes) >= 0.9)) return 1;
   const int64_t nb0 = std::clamp<int64_t>(cdiv(kTargetPix, img), 1, N);
   for (int64_t nb = nb0; nb <= std::min(N, 2 * nb0); nb++)
@@ -327,7 +318,7 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const ConvEpilogu
   const GemmKernels<T> &kr = gemm_kernels<T>();
   const int64_t G = g.groups, Cg = g.C / G, Kg = g.K / G, PQ = g.P * g.Q, HW = g.H * g.W;
   const XLayout L = x_layout(g, g.N);
-  const int64_t ntaps = L.ntaps, Mp = cdiv(Kg, kr.mr) * kr.mr;
+  const int64_t ntaps = L.ntaps;
   const bool inplace = x_inplace(L);
 
   const int64_t nbatches = cdiv(g.N, L.nb), base = nbatches * G;
@@ -375,19 +366,8 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const ConvEpilogu
     return;
   }
 
-  // Weights are read in place where the ISA has the unpacked-A kernel (tapr); packing them cost
-  // 12% of a batch-1 inference (every weight read and written once more per call).
-  const bool wdirect = kr.tapr != nullptr;
-  T *wp = wdirect ? nullptr : call_buf<T>(3, (size_t)(G * Mp * ntaps));
-  const int64_t npan = Mp / kr.mr;
-  if (!wdirect)
-    parallel_for(0, G * npan, 16, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; i++) {
-        const int64_t gi = i / npan, m0 = i % npan * kr.mr;
-        pack_panels(kr.mr, std::min<int64_t>(kr.mr, Kg - m0), ntaps, wp + gi * Mp * ntaps + m0 * ntaps,
-                    [&](int64_t m, int64_t t) { return w[(gi * Kg + m0 + m) * ntaps + t]; });
-      }
-    });
+  // Weights are read in place by the unpacked-A kernel (tapr); packing them cost 12% of a
+  // batch-1 inference (every weight read and written once more per call).
   std::vector<int64_t> offs((size_t)ntaps);
   x_offsets(g, L, inplace ? HW : L.pl, offs.data());
 
@@ -399,8 +379,8 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const ConvEpilogu
       const int64_t m0 = ci * rows, m1 = std::min(Kg, m0 + rows);
       if (m0 >= m1) return;
       const T *xg = x + (n0 * g.C + gi * Cg) * HW;
-      const T *Ap = wdirect ? w + (gi * Kg + m0) * ntaps : wp + gi * Mp * ntaps + m0 * ntaps;
-      const int64_t lda = wdirect ? ntaps : 0;
+      const T *Ap = w + (gi * Kg + m0) * ntaps;
+      const int64_t lda = ntaps;
       if (inplace) {
         T *out = y + (n0 * g.K + gi * Kg + m0) * PQ;
         auto epi = [&](int64_t r0, int64_t r1, int64_t c0, int64_t nc) {

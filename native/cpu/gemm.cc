@@ -95,7 +95,7 @@ void bcast_ref(int64_t kc, const T *a, const int64_t *ra, int mr, const int64_t 
 
 GemmKernels<float> select_f32() {
   GemmKernels<float> k{4, 16, 4, 4, tap_ref<float, 4, 16>, dot_ref<float, 4, 4>, "scalar", 8, 32, bcast_ref<float, 8, 32>,
-                       tapr_ref<float, 4, 16>};
+                       tapr_ref<float, 4, 16>, 16};
   // RESNEXT_CPU_ISA caps the choice so tests can exercise the lower paths on a newer CPU.
   const char *cap = std::getenv("RESNEXT_CPU_ISA");
   std::string want = cap ? cap : "avx512";
@@ -105,10 +105,10 @@ GemmKernels<float> select_f32() {
   bool has_avx512 = __builtin_cpu_supports("avx512f") && has_avx2;
   if (want == "avx512" && has_avx512)
     return {avx512::kMR, avx512::kNR, avx512::kDMR, avx512::kDNT, avx512::tap_f32, avx512::dot_f32, "avx512",
-            avx512::kBMR, avx512::kBNR, avx512::bcast_f32, avx512::tapr_f32};
+            avx512::kBMR, avx512::kBNR, avx512::bcast_f32, avx512::tapr_f32, 16};
   if ((want == "avx512" || want == "avx2") && has_avx2)
     return {avx2::kMR, avx2::kNR, avx2::kDMR, avx2::kDNT, avx2::tap_f32, avx2::dot_f32, "avx2",
-            avx2::kBMR, avx2::kBNR, avx2::bcast_f32, nullptr};
+            avx2::kBMR, avx2::kBNR, avx2::bcast_f32, avx2::tapr_f32, 8};
 #endif
   return k;
 }
@@ -127,7 +127,7 @@ const GemmKernels<float> &gemm_kernels_f32() {
 }
 const GemmKernels<double> &gemm_kernels_f64() {
   static const GemmKernels<double> k{4, 8, 4, 4, tap_ref<double, 4, 8>, dot_ref<double, 4, 4>, "scalar",
-                                     8, 16, bcast_ref<double, 8, 16>, tapr_ref<double, 4, 8>};
+                                     8, 16, bcast_ref<double, 8, 16>, tapr_ref<double, 4, 8>, 8};
   return k;
 }
 

@@ -4,7 +4,9 @@
 // broadcasts feed 12 FMAs, so the FMA ports, not the load ports, bound the loop on Zen 3 /
 // Skylake-class cores (2 FMA + 2-3 loads per cycle). 4 rows rather than the classic 6x16 because
 // every ResNeXt channel count per group (4, 8, 16, 32, 64, ... 2048) is a multiple of 4, so no row
-// of the tile is wasted on grouped convs. Partial tiles use masked loads (no reads past nr).
+// of the tile is wasted on grouped convs. Partial tiles use masked loads (no reads past nr) and
+// spend FMAs only on the vectors they use. tapr: the same tile reading A as rows of an unpacked
+// matrix (conv forward reads its weights in place).
 // dot: 4 x 2 dot products over a contiguous axis, 8 ymm partial sums reduced horizontally once.
 //
 // Compiled with `#pragma GCC target` so the package needs no -mavx2 flag; only reached after
@@ -41,125 +43,144 @@ inline float hsum(__m256 v) {
 
 }  // namespace
 
-#define RX_TAP_FMA4(B0, B1, B2)                                                   \
-  {                                                                               \
-    __m256 av = _mm256_broadcast_ss(a);                                           \
-    c00 = _mm256_fmadd_ps(av, B0, c00);                                           \
-    c01 = _mm256_fmadd_ps(av, B1, c01);                                           \
-    c02 = _mm256_fmadd_ps(av, B2, c02);                                           \
-    av = _mm256_broadcast_ss(a + 1);                                              \
-    c10 = _mm256_fmadd_ps(av, B0, c10);                                           \
-    c11 = _mm256_fmadd_ps(av, B1, c11);                                           \
-    c12 = _mm256_fmadd_ps(av, B2, c12);                                           \
-    av = _mm256_broadcast_ss(a + 2);                                              \
-    c20 = _mm256_fmadd_ps(av, B0, c20);                                           \
-    c21 = _mm256_fmadd_ps(av, B1, c21);                                           \
-    c22 = _mm256_fmadd_ps(av, B2, c22);                                           \
-    av = _mm256_broadcast_ss(a + 3);                                              \
-    c30 = _mm256_fmadd_ps(av, B0, c30);                                           \
-    c31 = _mm256_fmadd_ps(av, B1, c31);                                           \
-    c32 = _mm256_fmadd_ps(av, B2, c32);                                           \
-    a += 4;                                                                       \
-  }
+// Two taps of the full 4 x 24 tile. 12 accumulators + 3 B vectors + 1 broadcast need all 16 ymm
+// registers; GCC 12 spilled an accumulator to the stack in the intrinsic loop (38 GFLOP/s per core
+// measured vs ~90 FMA peak), so the body is pinned in asm: 70 GFLOP/s per core from L1. The B
+// vectors (ymm12-14) and the broadcast (ymm15) are clobbers, not operands, so the 12 read-write
+// accumulators (which count twice against GCC's limit of 30 operands) leave room for the A
+// pointers. A0..A7 are the broadcast sources of rows 0-3 for the first and the second tap.
+#define RX_TAP_BC(src, i)                                  \
+  "vbroadcastss " src ", %%ymm15\n\t"                      \
+  "vfmadd231ps %%ymm12, %%ymm15, %[c" #i "0]\n\t"          \
+  "vfmadd231ps %%ymm13, %%ymm15, %[c" #i "1]\n\t"          \
+  "vfmadd231ps %%ymm14, %%ymm15, %[c" #i "2]\n\t"
+#define RX_TAP_LOADB(reg)                                  \
+  "vmovups (%[b],%%" reg ",4), %%ymm12\n\t"                \
+  "vmovups 32(%[b],%%" reg ",4), %%ymm13\n\t"              \
+  "vmovups 64(%[b],%%" reg ",4), %%ymm14\n\t"
+#define RX_TAP2(A0, A1, A2, A3, A4, A5, A6, A7)                                                          \
+  "movq (%[o]), %%rax\n\t"                                                                               \
+  "movq 8(%[o]), %%r11\n\t" RX_TAP_LOADB("rax") RX_TAP_BC(A0, 0) RX_TAP_BC(A1, 1) RX_TAP_BC(A2, 2)       \
+      RX_TAP_BC(A3, 3) RX_TAP_LOADB("r11") RX_TAP_BC(A4, 0) RX_TAP_BC(A5, 1) RX_TAP_BC(A6, 2) RX_TAP_BC(A7, 3)
+#define RX_TAP_ACC                                                                                         \
+  [c00] "+x"(c00), [c01] "+x"(c01), [c02] "+x"(c02), [c10] "+x"(c10), [c11] "+x"(c11), [c12] "+x"(c12),    \
+      [c20] "+x"(c20), [c21] "+x"(c21), [c22] "+x"(c22), [c30] "+x"(c30), [c31] "+x"(c31), [c32] "+x"(c32)
+#define RX_TAP_CLOBBER "rax", "r11", "xmm12", "xmm13", "xmm14", "xmm15", "memory"
 
-void tap_f32(int64_t kc, const float *a, const float *b, const int64_t *offs, float *c, int64_t ldc, int mr, int nr,
-             float alpha, float beta) {
+// One tap tile with NV = ceil(nr / 8) column vectors (partial tiles spend FMAs only on the
+// vectors they use). Row i of A is r[i][t * ts]: a packed panel (r[i] = a + i, ts = 4) or rows of
+// an unpacked matrix (r[i] = a + i * lda, ts = 1; rows past mr repeat row 0 and are dropped).
+// Full 4 x 24 tiles run the asm body two taps at a time; the intrinsic loop does the rest.
+template <int NV>
+inline void tap_tile(int64_t kc, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c,
+                     int64_t ldc, int mr, int nr, float alpha, float beta) {
+  const float *r[kMR];
+  int64_t ts;
+  if (lda) {
+#pragma GCC unroll 4
+    for (int i = 0; i < kMR; i++) r[i] = a + (i < mr ? i : 0) * lda;
+    ts = 1;
+  } else {
+#pragma GCC unroll 4
+    for (int i = 0; i < kMR; i++) r[i] = a + i;
+    ts = kMR;
+  }
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
   __m256 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
-  if (nr == kNR) {
-    // 12 accumulators + 3 B vectors + 1 broadcast need all 16 ymm registers; GCC 12 spilled an
-    // accumulator to the stack in this loop (38 GFLOP/s per core measured vs ~90 FMA peak), so the
-    // body is pinned in asm with the register roles given as operands: 70 GFLOP/s per core from
-    // L1. Two taps per block; ymm15 holds the broadcast A value (a clobber, so it costs no
-    // operand: GCC allows 30 and the 12 read-write accumulators count twice).
-    int64_t t = 0;
-    for (; t + 1 < kc; t += 2, a += 8) {
-      __m256 b0, b1, b2;
-      asm("movq (%[o]), %%rax\n\t"
-          "movq 8(%[o]), %%r11\n\t"
-          "vmovups (%[b],%%rax,4), %[b0]\n\t"
-          "vmovups 32(%[b],%%rax,4), %[b1]\n\t"
-          "vmovups 64(%[b],%%rax,4), %[b2]\n\t"
-          "vbroadcastss 0(%[a]), %%ymm15\n\t"
-          "vfmadd231ps %[b0], %%ymm15, %[c00]\n\t"
-          "vfmadd231ps %[b1], %%ymm15, %[c01]\n\t"
-          "vfmadd231ps %[b2], %%ymm15, %[c02]\n\t"
-          "vbroadcastss 4(%[a]), %%ymm15\n\t"
-          "vfmadd231ps %[b0], %%ymm15, %[c10]\n\t"
-          "vfmadd231ps %[b1], %%ymm15, %[c11]\n\t"
-          "vfmadd231ps %[b2], %%ymm15, %[c12]\n\t"
-          "vbroadcastss 8(%[a]), %%ymm15\n\t"
-          "vfmadd231ps %[b0], %%ymm15, %[c20]\n\t"
-          "vfmadd231ps %[b1], %%ymm15, %[c21]\n\t"
-          "vfmadd231ps %[b2], %%ymm15, %[c22]\n\t"
-          "vbroadcastss 12(%[a]), %%ymm15\n\t"
-          "vfmadd231ps %[b0], %%ymm15, %[c30]\n\t"
-          "vfmadd231ps %[b1], %%ymm15, %[c31]\n\t"
-          "vfmadd231ps %[b2], %%ymm15, %[c32]\n\t"
-          "vmovups (%[b],%%r11,4), %[b0]\n\t"
-          "vmovups 32(%[b],%%r11,4), %[b1]\n\t"
-          "vmovups 64(%[b],%%r11,4), %[b2]\n\t"
-          "vbroadcastss 16(%[a]), %%ymm15\n\t"
-          "vfmadd231ps %[b0], %%ymm15, %[c00]\n\t"
-          "vfmadd231ps %[b1], %%ymm15, %[c01]\n\t"
-          "vfmadd231ps %[b2], %%ymm15, %[c02]\n\t"
-          "vbroadcastss 20(%[a]), %%ymm15\n\t"
-          "vfmadd231ps %[b0], %%ymm15, %[c10]\n\t"
-          "vfmadd231ps %[b1], %%ymm15, %[c11]\n\t"
-          "vfmadd231ps %[b2], %%ymm15, %[c12]\n\t"
-          "vbroadcastss 24(%[a]), %%ymm15\n\t"
-          "vfmadd231ps %[b0], %%ymm15, %[c20]\n\t"
-          "vfmadd231ps %[b1], %%ymm15, %[c21]\n\t"
-          "vfmadd231ps %[b2], %%ymm15, %[c22]\n\t"
-          "vbroadcastss 28(%[a]), %%ymm15\n\t"
-          "vfmadd231ps %[b0], %%ymm15, %[c30]\n\t"
-          "vfmadd231ps %[b1], %%ymm15, %[c31]\n\t"
-          "vfmadd231ps %[b2], %%ymm15, %[c32]\n\t"
-          : [c00] "+x"(c00), [c01] "+x"(c01), [c02] "+x"(c02), [c10] "+x"(c10), [c11] "+x"(c11),
-            [c12] "+x"(c12), [c20] "+x"(c20), [c21] "+x"(c21), [c22] "+x"(c22), [c30] "+x"(c30),
-            [c31] "+x"(c31), [c32] "+x"(c32), [b0] "=&x"(b0), [b1] "=&x"(b1), [b2] "=&x"(b2)
-          : [b] "r"(b), [o] "r"(offs + t), [a] "r"(a)
-          : "rax", "r11", "xmm15", "memory");
-    }
-    for (; t < kc; t++) {
-      const float *bp = b + offs[t];
-      __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8), b2 = _mm256_loadu_ps(bp + 16);
-      RX_TAP_FMA4(b0, b1, b2);
-    }
-  } else {
-    const __m256i m0 = lane_mask(nr), m1 = lane_mask(nr - 8), m2 = lane_mask(nr - 16);
-    for (int64_t t = 0; t < kc; t++) {
-      const float *bp = b + offs[t];
-      __m256 b0 = _mm256_maskload_ps(bp, m0), b1 = _mm256_maskload_ps(bp + 8, m1),
-             b2 = _mm256_maskload_ps(bp + 16, m2);
-      RX_TAP_FMA4(b0, b1, b2);
+  int64_t t = 0;
+  if (NV == 3 && nr == kNR && mr == kMR) {
+    if (lda) {
+      const float *a0 = r[0], *a3 = r[3];
+      const int64_t lb = lda * 4;
+      for (; t + 1 < kc; t += 2, a0 += 2, a3 += 2)
+        asm(RX_TAP2("(%[a])", "(%[a],%[l],1)", "(%[a],%[l],2)", "(%[a3])", "4(%[a])", "4(%[a],%[l],1)",
+                    "4(%[a],%[l],2)", "4(%[a3])")
+            : RX_TAP_ACC
+            : [b] "r"(b), [o] "r"(offs + t), [a] "r"(a0), [l] "r"(lb), [a3] "r"(a3)
+            : RX_TAP_CLOBBER);
+    } else {
+      const float *ap = a;
+      for (; t + 1 < kc; t += 2, ap += 8)
+        asm(RX_TAP2("0(%[a])", "4(%[a])", "8(%[a])", "12(%[a])", "16(%[a])", "20(%[a])", "24(%[a])", "28(%[a])")
+            : RX_TAP_ACC
+            : [b] "r"(b), [o] "r"(offs + t), [a] "r"(ap)
+            : RX_TAP_CLOBBER);
     }
   }
+  const __m256i m0 = lane_mask(nr), m1 = lane_mask(nr - 8), m2 = lane_mask(nr - 16);
+  for (int64_t o = t * ts; t < kc; t++, o += ts) {
+    const float *bp = b + offs[t];
+    const __m256 b0 = _mm256_maskload_ps(bp, m0);
+    const __m256 b1 = NV > 1 ? _mm256_maskload_ps(bp + 8, m1) : b0;
+    const __m256 b2 = NV > 2 ? _mm256_maskload_ps(bp + 16, m2) : b0;
+    __m256 av = _mm256_broadcast_ss(r[0] + o);
+    c00 = _mm256_fmadd_ps(av, b0, c00);
+    if (NV > 1) c01 = _mm256_fmadd_ps(av, b1, c01);
+    if (NV > 2) c02 = _mm256_fmadd_ps(av, b2, c02);
+    av = _mm256_broadcast_ss(r[1] + o);
+    c10 = _mm256_fmadd_ps(av, b0, c10);
+    if (NV > 1) c11 = _mm256_fmadd_ps(av, b1, c11);
+    if (NV > 2) c12 = _mm256_fmadd_ps(av, b2, c12);
+    av = _mm256_broadcast_ss(r[2] + o);
+    c20 = _mm256_fmadd_ps(av, b0, c20);
+    if (NV > 1) c21 = _mm256_fmadd_ps(av, b1, c21);
+    if (NV > 2) c22 = _mm256_fmadd_ps(av, b2, c22);
+    av = _mm256_broadcast_ss(r[3] + o);
+    c30 = _mm256_fmadd_ps(av, b0, c30);
+    if (NV > 1) c31 = _mm256_fmadd_ps(av, b1, c31);
+    if (NV > 2) c32 = _mm256_fmadd_ps(av, b2, c32);
+  }
   const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-  __m256 acc[12] = {c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32};
-  if (mr == kMR && nr == kNR) {
-    for (int i = 0; i < 4; i++) {
+  const __m256 acc[12] = {c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32};
+  const __m256i m[3] = {m0, m1, m2};
+  if (mr == kMR && nr == 8 * NV) {
+#pragma GCC unroll 4
+    for (int i = 0; i < kMR; i++) {
       float *cr = c + i * ldc;
-      for (int v = 0; v < 3; v++) {
-        __m256 r = _mm256_mul_ps(acc[i * 3 + v], va);
-        if (beta != 0.0f) r = _mm256_fmadd_ps(_mm256_loadu_ps(cr + 8 * v), vb, r);
-        _mm256_storeu_ps(cr + 8 * v, r);
+#pragma GCC unroll 3
+      for (int v = 0; v < NV; v++) {
+        __m256 x = _mm256_mul_ps(acc[i * 3 + v], va);
+        if (beta != 0.0f) x = _mm256_fmadd_ps(_mm256_loadu_ps(cr + 8 * v), vb, x);
+        _mm256_storeu_ps(cr + 8 * v, x);
       }
     }
   } else {
-    for (int i = 0; i < mr; i++) {
+#pragma GCC unroll 4
+    for (int i = 0; i < kMR; i++) {
+      if (i >= mr) break;
       float *cr = c + i * ldc;
-      for (int v = 0; v < 3; v++) {
-        const __m256i m = lane_mask(nr - 8 * v);
-        __m256 r = _mm256_mul_ps(acc[i * 3 + v], va);
-        if (beta != 0.0f) r = _mm256_fmadd_ps(_mm256_maskload_ps(cr + 8 * v, m), vb, r);
-        _mm256_maskstore_ps(cr + 8 * v, m, r);
+#pragma GCC unroll 3
+      for (int v = 0; v < NV; v++) {
+        __m256 x = _mm256_mul_ps(acc[i * 3 + v], va);
+        if (beta != 0.0f) x = _mm256_fmadd_ps(_mm256_maskload_ps(cr + 8 * v, m[v]), vb, x);
+        _mm256_maskstore_ps(cr + 8 * v, m[v], x);
       }
     }
   }
 }
 
-#undef RX_TAP_FMA4
+#undef RX_TAP_BC
+#undef RX_TAP_LOADB
+#undef RX_TAP2
+#undef RX_TAP_ACC
+#undef RX_TAP_CLOBBER
+
+inline void tap_any(int64_t kc, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c,
+                    int64_t ldc, int mr, int nr, float alpha, float beta) {
+  if (nr > 16) tap_tile<3>(kc, a, lda, b, offs, c, ldc, mr, nr, alpha, beta);
+  else if (nr > 8) tap_tile<2>(kc, a, lda, b, offs, c, ldc, mr, nr, alpha, beta);
+  else tap_tile<1>(kc, a, lda, b, offs, c, ldc, mr, nr, alpha, beta);
+}
+
+void tap_f32(int64_t kc, const float *a, const float *b, const int64_t *offs, float *c, int64_t ldc, int mr, int nr,
+             float alpha, float beta) {
+  tap_any(kc, a, 0, b, offs, c, ldc, mr, nr, alpha, beta);
+}
+
+void tapr_f32(int64_t kc, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c, int64_t ldc,
+              int mr, int nr, float beta) {
+  tap_any(kc, a, lda, b, offs, c, ldc, mr, nr, 1.0f, beta);
+}
 
 void dot_f32(int64_t len, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c, int64_t ldc,
              int mr, int nt) {

@@ -42,9 +42,10 @@ struct GemmKernels {
   void (*bcast)(int64_t kc, const T *a, const int64_t *ra, int mr, const int64_t *ca, const T *b, int64_t ldb, int nr,
                 T *c, int64_t ldc, bool acc);
   // tap with A read as rows of an unpacked matrix (row i at a + i*lda, t contiguous; alpha 1),
-  // so weights need no packing; null where the ISA has only the packed form (callers pack).
+  // so weights need no packing.
   void (*tapr)(int64_t kc, const T *a, int64_t lda, const T *b, const int64_t *offs, T *c, int64_t ldc, int mr, int nr,
                T beta);
+  int vl;  // lanes per vector of the tap tile: a partial tile costs FMAs per started vector
 };
 
 const GemmKernels<float> &gemm_kernels_f32();
@@ -74,6 +75,8 @@ void bcast_f32(int64_t kc, const float *a, const int64_t *ra, int mr, const int6
                int nr, float *c, int64_t ldc, bool acc);
 void tap_f32(int64_t kc, const float *a, const float *b, const int64_t *offs, float *c, int64_t ldc, int mr, int nr,
              float alpha, float beta);
+void tapr_f32(int64_t kc, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c, int64_t ldc,
+              int mr, int nr, float beta);
 void dot_f32(int64_t len, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c, int64_t ldc,
              int mr, int nt);
 }  // namespace avx2

@@ -157,10 +157,46 @@ void test_conv(const Shape &sh, bool with_bias) {
   close(gw, gw_ref, tol_of<T>() * std::sqrt((double)g.N * g.P * g.Q + 1), std::string("bwd_w ") + name);
 }
 
+// The tap and tapr micro-kernels directly, every tile shape (mr <= MR, nr <= NR), odd and even
+// depths (the asm bodies take two taps per step), beta 0 and 1, B rows at scattered offsets.
+// Guard columns around each C row must come back untouched (masked edges).
+void test_tap_kernels() {
+  const GemmKernels<float> &kr = gemm_kernels_f32();
+  const int MR = kr.mr, NR = kr.nr;
+  for (int64_t kc : {1, 2, 3, 8, 37})
+    for (int mr = 1; mr <= MR; mr++)
+      for (int nr = 1; nr <= NR; nr++)
+        for (int beta = 0; beta < 2; beta++)
+          for (int unpacked = 0; unpacked < 2; unpacked++) {
+            const int64_t lda = kc + 3, ldc = NR + 5;
+            auto a = randv<float>((size_t)(MR * lda + MR * kc)), b = randv<float>((size_t)(kc * 40 + NR));
+            std::vector<int64_t> offs((size_t)kc);
+            for (int64_t t = 0; t < kc; t++) offs[t] = (t * 29) % (kc * 40 - 7) + 3;
+            std::vector<float> c = randv<float>((size_t)(MR * ldc));
+            std::vector<double> ref(c.begin(), c.end());
+            const float alpha = unpacked ? 1.0f : 1.5f;
+            for (int i = 0; i < mr; i++)
+              for (int j = 0; j < nr; j++) {
+                double acc = 0;
+                for (int64_t t = 0; t < kc; t++)
+                  acc += (double)(unpacked ? a[i * lda + t] : a[t * MR + i]) * b[offs[t] + j];
+                ref[i * ldc + j] = alpha * acc + (beta ? ref[i * ldc + j] : 0.0);
+              }
+            if (unpacked)
+              kr.tapr(kc, a.data(), lda, b.data(), offs.data(), c.data(), ldc, mr, nr, (float)beta);
+            else
+              kr.tap(kc, a.data(), b.data(), offs.data(), c.data(), ldc, mr, nr, alpha, (float)beta);
+            close(c, ref, tol_of<float>() * std::sqrt((double)kc),
+                  std::string(unpacked ? "tapr" : "tap") + " kc " + std::to_string(kc) + " mr " + std::to_string(mr) +
+                      " nr " + std::to_string(nr) + " beta " + std::to_string(beta));
+          }
+}
+
 int main(int argc, char **argv) {
   if (argc > 1) set_num_threads(std::atoi(argv[1]));
   std::printf("kernels: f32 %s (mr %d nr %d), f64 %s; threads %d\n", gemm_kernels_f32().name, gemm_kernels_f32().mr,
               gemm_kernels_f32().nr, gemm_kernels_f64().name, num_threads());
+  test_tap_kernels();
   const int64_t dims[][3] = {{1, 1, 1},    {3, 5, 7},     {4, 24, 8},    {5, 25, 9},    {17, 31, 13},
                              {64, 64, 64}, {37, 130, 300}, {130, 37, 257}, {129, 1100, 40}, {300, 20, 600},
                              {7, 2000, 3}, {1, 100, 50},  {100, 1, 50},  {33, 49, 1024},
