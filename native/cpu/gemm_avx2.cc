@@ -67,6 +67,44 @@ inline float hsum(__m256 v) {
       [c20] "+x"(c20), [c21] "+x"(c21), [c22] "+x"(c22), [c30] "+x"(c30), [c31] "+x"(c31), [c32] "+x"(c32)
 #define RX_TAP_CLOBBER "rax", "r11", "xmm12", "xmm13", "xmm14", "xmm15", "memory"
 
+// Taps [t, kc) of a tile with NV vectors per row into s; the last vector is loaded under `last`
+// when MASK (a partial tile), every other vector with a plain load.
+template <int NV, bool MASK>
+inline void tap_loop(int64_t t, int64_t kc, const float *const *r, int64_t ts, const float *b, const int64_t *offs,
+                     __m256i last, __m256 (&s)[kMR][3]) {
+  auto ld = [&](const float *p, int v) {
+    return MASK && v == NV - 1 ? _mm256_maskload_ps(p + 8 * v, last) : _mm256_loadu_ps(p + 8 * v);
+  };
+  int64_t o = t * ts;
+  if (NV == 1) {
+    // One vector per row leaves 4 dependency chains, half of what 2 FMA pipes x 4 cycles of
+    // latency need: odd taps go to the (otherwise unused) second accumulators, added at the end.
+    for (; t + 1 < kc; t += 2, o += 2 * ts) {
+      const __m256 b0 = ld(b + offs[t], 0), b1 = ld(b + offs[t + 1], 0);
+#pragma GCC unroll 4
+      for (int i = 0; i < kMR; i++) {
+        s[i][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(r[i] + o), b0, s[i][0]);
+        s[i][1] = _mm256_fmadd_ps(_mm256_broadcast_ss(r[i] + o + ts), b1, s[i][1]);
+      }
+    }
+  }
+  for (; t < kc; t++, o += ts) {
+    const float *bp = b + offs[t];
+    __m256 bv[NV];
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; v++) bv[v] = ld(bp, v);
+#pragma GCC unroll 4
+    for (int i = 0; i < kMR; i++) {
+      const __m256 av = _mm256_broadcast_ss(r[i] + o);
+#pragma GCC unroll 3
+      for (int v = 0; v < NV; v++) s[i][v] = _mm256_fmadd_ps(av, bv[v], s[i][v]);
+    }
+  }
+  if (NV == 1)
+#pragma GCC unroll 4
+    for (int i = 0; i < kMR; i++) s[i][0] = _mm256_add_ps(s[i][0], s[i][1]);
+}
+
 // One tap tile with NV = ceil(nr / 8) column vectors (partial tiles spend FMAs only on the
 // vectors they use). Row i of A is r[i][t * ts]: a packed panel (r[i] = a + i, ts = 4) or rows of
 // an unpacked matrix (r[i] = a + i * lda, ts = 1; rows past mr repeat row 0 and are dropped).
@@ -108,28 +146,13 @@ inline void tap_tile(int64_t kc, const float *a, int64_t lda, const float *b, co
     }
   }
   const __m256i m0 = lane_mask(nr), m1 = lane_mask(nr - 8), m2 = lane_mask(nr - 16);
-  for (int64_t o = t * ts; t < kc; t++, o += ts) {
-    const float *bp = b + offs[t];
-    const __m256 b0 = _mm256_maskload_ps(bp, m0);
-    const __m256 b1 = NV > 1 ? _mm256_maskload_ps(bp + 8, m1) : b0;
-    const __m256 b2 = NV > 2 ? _mm256_maskload_ps(bp + 16, m2) : b0;
-    __m256 av = _mm256_broadcast_ss(r[0] + o);
-    c00 = _mm256_fmadd_ps(av, b0, c00);
-    if (NV > 1) c01 = _mm256_fmadd_ps(av, b1, c01);
-    if (NV > 2) c02 = _mm256_fmadd_ps(av, b2, c02);
-    av = _mm256_broadcast_ss(r[1] + o);
-    c10 = _mm256_fmadd_ps(av, b0, c10);
-    if (NV > 1) c11 = _mm256_fmadd_ps(av, b1, c11);
-    if (NV > 2) c12 = _mm256_fmadd_ps(av, b2, c12);
-    av = _mm256_broadcast_ss(r[2] + o);
-    c20 = _mm256_fmadd_ps(av, b0, c20);
-    if (NV > 1) c21 = _mm256_fmadd_ps(av, b1, c21);
-    if (NV > 2) c22 = _mm256_fmadd_ps(av, b2, c22);
-    av = _mm256_broadcast_ss(r[3] + o);
-    c30 = _mm256_fmadd_ps(av, b0, c30);
-    if (NV > 1) c31 = _mm256_fmadd_ps(av, b1, c31);
-    if (NV > 2) c32 = _mm256_fmadd_ps(av, b2, c32);
-  }
+  __m256 s[kMR][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32}};
+  // vmaskmovps costs more than a plain load on Zen 3 (a 2 x 8 tile ran at half the speed of the
+  // 4 x 24 one): only the last vector of a partial tile is masked.
+  if (nr == 8 * NV) tap_loop<NV, false>(t, kc, r, ts, b, offs, m0, s);
+  else tap_loop<NV, true>(t, kc, r, ts, b, offs, NV == 1 ? m0 : (NV == 2 ? m1 : m2), s);
+  c00 = s[0][0], c01 = s[0][1], c02 = s[0][2], c10 = s[1][0], c11 = s[1][1], c12 = s[1][2];
+  c20 = s[2][0], c21 = s[2][1], c22 = s[2][2], c30 = s[3][0], c31 = s[3][1], c32 = s[3][2];
   const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
   const __m256 acc[12] = {c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32};
   const __m256i m[3] = {m0, m1, m2};
