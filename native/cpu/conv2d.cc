@@ -129,10 +129,12 @@ void x_offsets(const ConvGeom &g, const XLayout &L, int64_t pl, int64_t *offs) {
 
 // Fills the group's padded phase planes; x points at (image n0, channel g*Cg). Image slots past
 // nbc and the tail are zeroed (backward-filter multiplies them by zero gy, so they must be finite).
+// Channels [c0, c1) only when given (c1 < 0: all); the tail is zeroed by the range that ends at Cg.
 template <typename T>
-void x_build(const ConvGeom &g, const XLayout &L, const T *x, int64_t nbc, T *buf) {
+void x_build(const ConvGeom &g, const XLayout &L, const T *x, int64_t nbc, T *buf, int64_t c0 = 0, int64_t c1 = -1) {
   const int64_t Cg = g.C / g.groups, H = g.H, W = g.W, sh = g.stride_h, sw = g.stride_w;
-  for (int64_t c = 0; c < Cg; c++)
+  if (c1 < 0) c1 = Cg;
+  for (int64_t c = c0; c < c1; c++)
     for (int64_t a = 0; a < L.na; a++)
       for (int64_t b = 0; b < L.nbp; b++) {
         T *plane = buf + ((c * L.na + a) * L.nbp + b) * L.pl;
@@ -160,7 +162,36 @@ void x_build(const ConvGeom &g, const XLayout &L, const T *x, int64_t nbc, T *bu
           }
         }
       }
-  std::fill(buf + L.planes * L.pl, buf + L.size, T(0));
+  if (c1 == Cg) std::fill(buf + L.planes * L.pl, buf + L.size, T(0));
+}
+
+// tap_conv's blocking: KC taps x NCB (16 x NR) pixels of B against MCB-row blocks of A; B is
+// packed into KC x NR slivers when at least kPackRows rows reuse it.
+constexpr int64_t kKC = 256, kMCB = 64, kPackRows = 64;
+
+// B packed for tap_conv, all of it at once: the sliver of taps [t0, t0 + kc) and pixel columns
+// [j0, j0 + NR) (t0, j0 multiples of KC, NR) at t0 * Np + j0 * kc, Np = npix rounded up to NR,
+// each of its kc rows NR wide (columns past npix are not written: the kernels never read them).
+inline int64_t packed_b_size(int NR, int64_t ntaps, int64_t npix) { return ntaps * cdiv(npix, NR) * NR; }
+
+// Packs slivers [s0, s1) of the packed_b_size layout, sliver s = (tap block s / S, column tile
+// s % S), S = Np / NR.
+template <typename T>
+void pack_b(int NR, int64_t ntaps, const T *src, const int64_t *offs, int64_t npix, T *dst, int64_t s0, int64_t s1) {
+  const int64_t S = cdiv(npix, NR), Np = S * NR;
+  for (int64_t si = s0; si < s1; si++) {
+    const int64_t t0 = si / S * kKC, j0 = si % S * NR, kc = std::min(kKC, ntaps - t0);
+    const int64_t nr = std::min<int64_t>(NR, npix - j0);
+    T *d = dst + t0 * Np + j0 * kc;
+    for (int64_t t = 0; t < kc; t++, d += NR) {
+      const T *sp = src + offs[t0 + t] + j0;
+      if (nr == NR) {
+        std::memcpy(d, sp, NR * sizeof(T));
+      } else {
+        for (int64_t j = 0; j < nr; j++) d[j] = sp[j];
+      }
+    }
+  }
 }
 
 // out[m][pix] = sum_t Ap[m][t] * src[offs[t] + pix] for m < M, pix < npix (Ap: panels of MR rows,
@@ -169,6 +200,8 @@ void x_build(const ConvGeom &g, const XLayout &L, const T *x, int64_t nbc, T *bu
 // KC x NR slivers: read straight from NCHW planes, a sliver's KC rows sit one plane (e.g. 12.5 KB)
 // apart and map onto a few L1 sets, so every micro-kernel call refetched them from L2. Few-row
 // grouped convs read the buffer directly (copying would cost as much as the FMAs it feeds).
+// Bpre: B already packed (pack_b, the whole matrix), shared by the tasks that split one
+// group's rows, which otherwise each packed all of it (src and offs are then unused).
 // lda == 0: Ap holds packed panels; lda > 0: Ap is the unpacked row-major matrix (row stride lda)
 // read by kr.tapr. epi(m0, m1, n0, nc) runs on each finished block of rows [m0, m1) x pixels
 // [n0, n0 + nc) while it is still in cache (the forward's bias / folded batch norm / ReLU).
@@ -177,20 +210,20 @@ struct NoEpi {
 };
 template <typename T, typename Epi = NoEpi>
 void tap_conv(const GemmKernels<T> &kr, int64_t M, const T *Ap, int64_t ntaps, const T *src, const int64_t *offs,
-              int64_t npix, T *out, int64_t ldo, int64_t lda = 0, const Epi &epi = Epi()) {
+              int64_t npix, T *out, int64_t ldo, int64_t lda = 0, const Epi &epi = Epi(), const T *Bpre = nullptr) {
   const int MR = kr.mr, NR = kr.nr;
-  const int64_t KC = 256, MCB = 64, kPackRows = 64, NCB = 16 * NR;
+  const int64_t KC = kKC, MCB = kMCB, NCB = 16 * NR, Np = cdiv(npix, NR) * NR;
   if (ntaps == 0) {
     for (int64_t m = 0; m < M; m++) std::fill(out + m * ldo, out + m * ldo + npix, T(0));
     epi(0, M, 0, npix);
     return;
   }
-  const bool pack = M >= kPackRows;
+  const bool pack = !Bpre && M >= kPackRows;
   T *Bp = pack ? tls_buf<T>(2, (size_t)(KC * NCB)) : nullptr;
   thread_local std::vector<int64_t> poffs_v;
-  if (pack && (int64_t)poffs_v.size() < KC) poffs_v.resize(KC);
+  if ((pack || Bpre) && (int64_t)poffs_v.size() < KC) poffs_v.resize(KC);
   int64_t *poffs = poffs_v.data();
-  if (pack)
+  if (pack || Bpre)
     for (int64_t t = 0; t < KC; t++) poffs[t] = t * NR;
   for (int64_t t0 = 0; t0 < ntaps; t0 += KC) {
     const int64_t kc = std::min(KC, ntaps - t0);
@@ -215,8 +248,8 @@ void tap_conv(const GemmKernels<T> &kr, int64_t M, const T *Ap, int64_t ntaps, c
         const int64_t mc1 = std::min(M, mc0 + MCB);
         for (int64_t js = 0; js < nc; js += NR) {
           const int nr = (int)std::min<int64_t>(NR, nc - js);
-          const T *bsrc = pack ? Bp + js * kc : src + n0 + js;
-          const int64_t *bo = pack ? poffs : offs + t0;
+          const T *bsrc = Bpre ? Bpre + t0 * Np + (n0 + js) * kc : pack ? Bp + js * kc : src + n0 + js;
+          const int64_t *bo = pack || Bpre ? poffs : offs + t0;
           for (int64_t m = mc0; m < mc1; m += MR) {
             const int mr = (int)std::min<int64_t>(MR, M - m);
             if (lda)
@@ -372,39 +405,68 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const ConvEpilogu
   x_offsets(g, L, inplace ? HW : L.pl, offs.data());
 
   const int64_t rows = cdiv(cdiv(Kg, kr.mr), chunks) * kr.mr;
-  run_tasks(base * chunks, [&](int64_t task) {
-    {
-      const int64_t bi = task / (G * chunks), gi = task / chunks % G, ci = task % chunks;
-      const int64_t n0 = bi * L.nb, nbc = std::min(L.nb, g.N - n0);
-      const int64_t m0 = ci * rows, m1 = std::min(Kg, m0 + rows);
-      if (m0 >= m1) return;
-      const T *xg = x + (n0 * g.C + gi * Cg) * HW;
-      const T *Ap = w + (gi * Kg + m0) * ntaps;
-      const int64_t lda = ntaps;
-      if (inplace) {
-        T *out = y + (n0 * g.K + gi * Kg + m0) * PQ;
-        auto epi = [&](int64_t r0, int64_t r1, int64_t c0, int64_t nc) {
-          if (e.identity()) return;
-          for (int64_t m = r0; m < r1; m++) {
-            T *row = out + m * PQ + c0;
-            e.row(gi * Kg + m0 + m, row, row, nc, row - y);
-          }
-        };
-        tap_conv(kr, m1 - m0, Ap, ntaps, xg, offs.data(), PQ, out, PQ, lda, epi);
-        return;
-      }
-      T *buf = tls_buf<T>(0, (size_t)L.size);
-      x_build(g, L, xg, nbc, buf);
-      T *out = tls_buf<T>(1, (size_t)((m1 - m0) * L.pl));
-      tap_conv(kr, m1 - m0, Ap, ntaps, buf, offs.data(), nbc * L.img, out, L.pl, lda);
-      for (int64_t nn = 0; nn < nbc; nn++)
-        for (int64_t m = m0; m < m1; m++) {
-          const int64_t k = gi * Kg + m;
-          T *dst = y + ((n0 + nn) * g.K + k) * PQ;
-          const T *src = out + (m - m0) * L.pl + nn * L.img;
-          for (int64_t p = 0; p < g.P; p++) e.row(k, dst + p * g.Q, src + p * L.pitch, g.Q, dst + p * g.Q - y);
+  // Rows [m0, m1) of (batch bi, group gi) from its B operand src (npix columns at offs), or from
+  // Bpre (src packed once for all the row chunks).
+  auto rows_task = [&](int64_t bi, int64_t gi, int64_t m0, int64_t m1, const T *src, const T *Bpre) {
+    const int64_t n0 = bi * L.nb, nbc = std::min(L.nb, g.N - n0);
+    const T *Ap = w + (gi * Kg + m0) * ntaps;
+    const int64_t lda = ntaps;
+    if (inplace) {
+      T *out = y + (n0 * g.K + gi * Kg + m0) * PQ;
+      auto epi = [&](int64_t r0, int64_t r1, int64_t c0, int64_t nc) {
+        if (e.identity()) return;
+        for (int64_t m = r0; m < r1; m++) {
+          T *row = out + m * PQ + c0;
+          e.row(gi * Kg + m0 + m, row, row, nc, row - y);
         }
+      };
+      tap_conv(kr, m1 - m0, Ap, ntaps, src, offs.data(), PQ, out, PQ, lda, epi, Bpre);
+      return;
     }
+    T *out = tls_buf<T>(1, (size_t)((m1 - m0) * L.pl));
+    tap_conv(kr, m1 - m0, Ap, ntaps, src, offs.data(), nbc * L.img, out, L.pl, lda, NoEpi(), Bpre);
+    for (int64_t nn = 0; nn < nbc; nn++)
+      for (int64_t m = m0; m < m1; m++) {
+        const int64_t k = gi * Kg + m;
+        T *dst = y + ((n0 + nn) * g.K + k) * PQ;
+        const T *sp = out + (m - m0) * L.pl + nn * L.img;
+        for (int64_t p = 0; p < g.P; p++) e.row(k, dst + p * g.Q, sp + p * L.pitch, g.Q, dst + p * g.Q - y);
+      }
+  };
+  if (chunks > 1 && rows >= kPackRows) {
+    // Few (batch, group) tasks (batch 1 of an ungrouped conv): their rows are split over the
+    // threads, and each chunk packed the whole B (x_build as well, when not in place) for
+    // itself, 4x the copying of a single pass. B is built and packed once, in parallel, and shared.
+    for (int64_t bt = 0; bt < base; bt++) {
+      const int64_t bi = bt / G, gi = bt % G, n0 = bi * L.nb, nbc = std::min(L.nb, g.N - n0);
+      const T *src = x + (n0 * g.C + gi * Cg) * HW;
+      const int64_t npix = inplace ? PQ : nbc * L.img;
+      if (!inplace) {
+        T *buf = call_buf<T>(0, (size_t)L.size);
+        parallel_for(0, Cg, 8, [&](int64_t c0, int64_t c1) { x_build(g, L, src, nbc, buf, c0, c1); });
+        src = buf;
+      }
+      T *Bp = call_buf<T>(1, (size_t)packed_b_size(kr.nr, ntaps, npix));
+      parallel_for(0, cdiv(ntaps, kKC) * cdiv(npix, kr.nr), 4, [&](int64_t s0, int64_t s1) {
+        pack_b(kr.nr, ntaps, src, offs.data(), npix, Bp, s0, s1);
+      });
+      run_tasks(chunks, [&](int64_t ci) {
+        const int64_t m0 = ci * rows, m1 = std::min(Kg, m0 + rows);
+        if (m0 < m1) rows_task(bi, gi, m0, m1, src, Bp);
+      });
+    }
+    return;
+  }
+  run_tasks(base * chunks, [&](int64_t task) {
+    const int64_t bi = task / (G * chunks), gi = task / chunks % G, ci = task % chunks;
+    const int64_t n0 = bi * L.nb, nbc = std::min(L.nb, g.N - n0);
+    const int64_t m0 = ci * rows, m1 = std::min(Kg, m0 + rows);
+    if (m0 >= m1) return;
+    const T *xg = x + (n0 * g.C + gi * Cg) * HW;
+    if (inplace) return rows_task(bi, gi, m0, m1, xg, nullptr);
+    T *buf = tls_buf<T>(0, (size_t)L.size);
+    x_build(g, L, xg, nbc, buf);
+    rows_task(bi, gi, m0, m1, buf, nullptr);
   });
 }
 

@@ -239,6 +239,10 @@ int main(int argc, char **argv) {
       {9, 128, 14, 14, 128, 3, 3, 1, 1, 1, 1, 8},  {2, 112, 11, 13, 136, 3, 3, 2, 2, 1, 1, 8},
       {13, 96, 4, 4, 96, 3, 3, 1, 1, 1, 1, 6},     {2, 160, 7, 7, 160, 3, 3, 1, 1, 1, 1, 8},
       {40, 24, 6, 6, 20, 3, 3, 1, 1, 1, 1, 1},     {33, 40, 5, 7, 18, 3, 3, 2, 2, 1, 1, 2},
+      // Few (batch, group) tasks with many rows: B built and packed once for all row chunks, in
+      // place (1x1 s1, taps past one KC block) and not (3x3 s2; 1x1 s2 with two images batched).
+      {1, 600, 5, 5, 300, 1, 1, 1, 1, 0, 0, 1},    {1, 16, 9, 9, 260, 3, 3, 2, 2, 1, 1, 1},
+      {2, 24, 7, 7, 272, 1, 1, 2, 2, 0, 0, 1},
   };
   for (const Shape &s : shapes)
     for (int bias = 0; bias < 2; bias++) {
