@@ -308,7 +308,9 @@ void pack_panels_cols(int MR, int64_t M, int64_t ntaps, int64_t t0, int64_t t1, 
 // (A/B measurements).
 // Forward and backward-data (rows = pixels) need two vectors' worth of channels to beat the
 // padded-grid path (one zmm per row, 16 channels: 0.88x at 512x14x14); backward-filter
-// (rows = taps) wins from 16 channels on (2x at 512x14x14).
+// (rows = taps) wins from 16 channels on (2x at 512x14x14), and with AVX2's 16-wide tile also at
+// 32 channels in two column passes (1024x14x14 s2 bwd_w 8.3 -> 5.7 ms in bench:ops on Zen 3;
+// the pixel-row directions did not gain from two passes).
 template <typename T>
 bool use_bcast(const GemmKernels<T> &kr, int64_t width, int64_t plane, bool pixel_rows) {
   static const bool on = [] {
@@ -316,7 +318,17 @@ bool use_bcast(const GemmKernels<T> &kr, int64_t width, int64_t plane, bool pixe
     return !(e && e[0] == '0');
   }();
   const int64_t lo = pixel_rows ? kr.bnr / 2 + 1 : 16;
-  return on && width >= lo && width <= kr.bnr && plane <= 256;
+  const int64_t hi = pixel_rows ? kr.bnr : std::max<int64_t>(kr.bnr, 32);
+  return on && width >= lo && width <= hi && plane <= 256;
+}
+
+// kr.bcast over any number of columns nr: blocks of the kernel's bnr columns (AVX2's 16-wide
+// tile takes a 32-channel group's backward-filter in two passes over the same broadcast rows).
+template <typename T>
+void bcast_cols(const GemmKernels<T> &kr, int64_t kc, const T *a, const int64_t *ra, int mr, const int64_t *ca,
+                const T *b, int64_t ldb, int64_t nr, T *c, int64_t ldc, bool acc) {
+  for (int64_t j0 = 0; j0 < nr; j0 += kr.bnr)
+    kr.bcast(kc, a, ra, mr, ca, b + j0, ldb, (int)std::min<int64_t>(kr.bnr, nr - j0), c + j0, ldc, acc);
 }
 
 // dst[pix][k] = src[k][pix] for k < rows, pix < n (one image plane of a group, transposed).
@@ -382,7 +394,7 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const ConvEpilogu
       const T *wg = wT + gi * ntaps * Kg;
       for (int64_t i0 = 0; i0 < len; i0 += BM) {
         const int64_t mr = std::min(BM, len - i0);
-        kr.bcast(ntaps, buf, pix + i0, (int)mr, offs.data(), wg, Kg, (int)Kg, tile, Kg, false);
+        bcast_cols(kr, ntaps, buf, pix + i0, (int)mr, offs.data(), wg, Kg, Kg, tile, Kg, false);
         for (int64_t i = 0; i < mr; i++) {
           const int64_t nn = (i0 + i) / PQ, pq = (i0 + i) % PQ;
           T *dst = y + ((n0 + nn) * g.K + gi * Kg) * PQ + pq;
@@ -604,7 +616,7 @@ void conv2d_backward_data(const ConvGeom &g, const T *gy, const T *w, T *gx) {
         T *gxg = gx + (n0 * g.C + gi * Cg) * HW;
         for (int64_t i0 = 0; i0 < len; i0 += BM) {
           const int64_t mr = std::min(BM, len - i0);
-          kr.bcast(nt, buf, pix + i0, (int)mr, offs[pi].data(), wg, Cg, (int)Cg, tile, Cg, false);
+          bcast_cols(kr, nt, buf, pix + i0, (int)mr, offs[pi].data(), wg, Cg, Cg, tile, Cg, false);
           for (int64_t i = 0; i < mr; i++) {
             T *dst = gxg + outp[i0 + i];
             const T *src = tile + i * Cg;
@@ -819,8 +831,8 @@ void conv2d_backward_filter(const ConvGeom &g, const T *gy, const T *x, T *gw) {
           gy_transpose(gy + ((n0 + nn) * g.K + gi * Kg) * PQ, Kg, PQ, gyT + nn * PQ * Kg);
         }
         for (int64_t t0 = 0; t0 < ntaps; t0 += BM)
-          kr.bcast(len, xb, offs.data() + t0, (int)std::min(BM, ntaps - t0), base, gyT, Kg, (int)Kg, gwT + t0 * Kg, Kg,
-                   bi > 0);
+          bcast_cols(kr, len, xb, offs.data() + t0, (int)std::min(BM, ntaps - t0), base, gyT, Kg, Kg, gwT + t0 * Kg, Kg,
+                     bi > 0);
       }
       T *gwg = gw + gi * Kg * ntaps;
       for (int64_t k = 0; k < Kg; k++)
