@@ -174,6 +174,19 @@ constexpr int64_t kKC = 256, kMCB = 64, kPackRows = 64;
 // each of its kc rows NR wide (columns past npix are not written: the kernels never read them).
 inline int64_t packed_b_size(int NR, int64_t ntaps, int64_t npix) { return ntaps * cdiv(npix, NR) * NR; }
 
+// One B sliver: d[t * NR + j] = src[offs[t] + j] for t < kc, j < nr (nr <= NR).
+template <typename T>
+void copy_sliver(int NR, int64_t kc, const T *src, const int64_t *offs, int64_t nr, T *d) {
+  for (int64_t t = 0; t < kc; t++, d += NR) {
+    const T *sp = src + offs[t];
+    if (nr == NR) {
+      std::memcpy(d, sp, NR * sizeof(T));
+    } else {
+      for (int64_t j = 0; j < nr; j++) d[j] = sp[j];
+    }
+  }
+}
+
 // Packs slivers [s0, s1) of the packed_b_size layout, sliver s = (tap block s / S, column tile
 // s % S), S = Np / NR.
 template <typename T>
@@ -182,15 +195,7 @@ void pack_b(int NR, int64_t ntaps, const T *src, const int64_t *offs, int64_t np
   for (int64_t si = s0; si < s1; si++) {
     const int64_t t0 = si / S * kKC, j0 = si % S * NR, kc = std::min(kKC, ntaps - t0);
     const int64_t nr = std::min<int64_t>(NR, npix - j0);
-    T *d = dst + t0 * Np + j0 * kc;
-    for (int64_t t = 0; t < kc; t++, d += NR) {
-      const T *sp = src + offs[t0 + t] + j0;
-      if (nr == NR) {
-        std::memcpy(d, sp, NR * sizeof(T));
-      } else {
-        for (int64_t j = 0; j < nr; j++) d[j] = sp[j];
-      }
-    }
+    copy_sliver(NR, kc, src + j0, offs + t0, nr, dst + t0 * Np + j0 * kc);
   }
 }
 
@@ -231,18 +236,8 @@ void tap_conv(const GemmKernels<T> &kr, int64_t M, const T *Ap, int64_t ntaps, c
     for (int64_t n0 = 0; n0 < npix; n0 += NCB) {
       const int64_t nc = std::min(NCB, npix - n0);
       if (pack) {
-        for (int64_t js = 0; js < nc; js += NR) {
-          const int64_t nr = std::min<int64_t>(NR, nc - js);
-          T *dst = Bp + js * kc;
-          for (int64_t t = 0; t < kc; t++, dst += NR) {
-            const T *sp = src + offs[t0 + t] + n0 + js;
-            if (nr == NR) {
-              std::memcpy(dst, sp, NR * sizeof(T));
-            } else {
-              for (int64_t j = 0; j < nr; j++) dst[j] = sp[j];
-            }
-          }
-        }
+        for (int64_t js = 0; js < nc; js += NR)
+          copy_sliver(NR, kc, src + n0 + js, offs + t0, std::min<int64_t>(NR, nc - js), Bp + js * kc);
       }
       for (int64_t mc0 = 0; mc0 < M; mc0 += MCB) {
         const int64_t mc1 = std::min(M, mc0 + MCB);
