@@ -46,10 +46,14 @@ Stat stats(std::vector<double> ms) {
 }
 
 // Times ours and oneDNN interleaved (3 warm-up runs each, then `reps` alternating timed runs), so
-// load from other processes on this small shared machine hits both sides alike. A pause after each
-// oneDNN run lets libgomp's spinning workers fall asleep before our pool runs: 3 ms was not enough
-// on a 2-core EPYC (our 1x1 256x56x56->128 forward took 15.8 ms after oneDNN runs, 13.2 with
-// OMP_WAIT_POLICY=passive, which in turn slowed oneDNN's gemm-based convs 2.5x); 30 ms is.
+// load from other processes on this small shared machine hits both sides alike. A 30 ms pause
+// before each timed run lets the other side's idle workers stop spinning (libgomp spins for
+// milliseconds after a region: our 1x1 256x56x56->128 forward took 15.8 ms right after oneDNN
+// runs, 13.2 with OMP_WAIT_POLICY=passive). The calling thread busy-waits through the pause rather
+// than sleeping: with every thread asleep for 5 ms or more, a 2-vCPU VM ran the next several
+// milliseconds as if it had one core (a 2 ms grouped conv timed 3.1-3.6 ms after a 30 ms sleep,
+// even after 4 untimed runs, and 2.2 ms after a 30 ms busy wait; one thread was unaffected), which
+// measured the hypervisor, not either library. Inside a network, convs run back to back.
 template <typename F, typename G>
 std::pair<Stat, Stat> time_pair(F &&ours, G &&theirs, int reps) {
   auto once = [](auto &&f) {
@@ -57,15 +61,19 @@ std::pair<Stat, Stat> time_pair(F &&ours, G &&theirs, int reps) {
     f();
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   };
-  auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(30)); };
+  auto pause = [] {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(30);
+    while (std::chrono::steady_clock::now() < end) {
+    }
+  };
   for (int i = 0; i < 3; i++) once(ours);
   for (int i = 0; i < 3; i++) once(theirs);
-  pause();
   std::vector<double> a, b;
   for (int i = 0; i < reps; i++) {
-    a.push_back(once(ours));
-    b.push_back(once(theirs));
     pause();
+    a.push_back(once(ours));
+    pause();
+    b.push_back(once(theirs));
   }
   return {stats(a), stats(b)};
 }
@@ -149,7 +157,7 @@ int main(int argc, char **argv) {
   const std::string load0 = loadavg();
   std::printf("load average (1 min) at start: %s on %u hardware threads\n", load0.c_str(),
               std::thread::hardware_concurrency());
-  std::printf("N=%ld, %d warm-up + median of %d runs (ours/oneDNN interleaved); ms as median [min-max]\n\n", (long)N, 3, reps);
+  std::printf("N=%ld, %d warm-up + median of %d runs (ours/oneDNN interleaved, each timed run after a 30 ms busy-wait pause); ms as median [min-max]\n\n", (long)N, 3, reps);
   std::printf("%-28s %-5s %22s %8s %22s %8s %6s %8s  %s\n", "shape", "dir", "ours ms [min-max]", "GFLOP/s",
               "oneDNN ms [min-max]", "GFLOP/s", "ratio", "relerr", "oneDNN impl");
 
