@@ -84,6 +84,16 @@ inline void copy_gather(T *d, const T *s, int64_t n, int64_t stride) {
   }
 }
 
+// d0[j] = s[2j], d1[j] = s[2j + 1] for j < n (the two column phases of a stride-2 row). Restrict
+// pointers let the compiler load each source vector once for both outputs.
+template <typename T>
+inline void deinterleave2(T *__restrict d0, T *__restrict d1, const T *__restrict s, int64_t n) {
+  for (int64_t j = 0; j < n; j++) {
+    d0[j] = s[2 * j];
+    d1[j] = s[2 * j + 1];
+  }
+}
+
 // GEMM N (pixels) per task that keeps packed weights reused and partial slivers rare.
 constexpr int64_t kTargetPix = 512;
 
@@ -130,38 +140,74 @@ void x_offsets(const ConvGeom &g, const XLayout &L, int64_t pl, int64_t *offs) {
 // Fills the group's padded phase planes; x points at (image n0, channel g*Cg). Image slots past
 // nbc and the tail are zeroed (backward-filter multiplies them by zero gy, so they must be finite).
 // Channels [c0, c1) only when given (c1 < 0: all); the tail is zeroed by the range that ends at Cg.
+// The source is walked once, row after row (row h goes to row (h + pad_h) / sh of phase
+// (h + pad_h) % sh, once per column phase), with the rows a little ahead prefetched: walking it
+// phase by phase read every row twice with stride 2 (and each phase's rows 2 apart), and the
+// misses did not overlap; x_build was 45% of a stride-2 grouped conv (256x56x56 g32, Zen 4).
 template <typename T>
 void x_build(const ConvGeom &g, const XLayout &L, const T *x, int64_t nbc, T *buf, int64_t c0 = 0, int64_t c1 = -1) {
   const int64_t Cg = g.C / g.groups, H = g.H, W = g.W, sh = g.stride_h, sw = g.stride_w;
   if (c1 < 0) c1 = Cg;
+  // Valid column range of column phase b: j with 0 <= sw*j + b - pw < W.
+  thread_local std::vector<int64_t> jv;
+  jv.resize(2 * (size_t)L.nbp);
+  int64_t *j_lo = jv.data(), *j_hi = jv.data() + L.nbp;
+  for (int64_t b = 0; b < L.nbp; b++) {
+    j_lo[b] = std::min(L.pitch, std::max<int64_t>(0, cdiv(g.pad_w - b, sw)));
+    j_hi[b] = std::max(j_lo[b], std::min(L.pitch, cdiv(W + g.pad_w - b, sw)));
+  }
+  constexpr int64_t kAhead = 4;  // rows prefetched ahead
   for (int64_t c = c0; c < c1; c++)
-    for (int64_t a = 0; a < L.na; a++)
-      for (int64_t b = 0; b < L.nbp; b++) {
-        T *plane = buf + ((c * L.na + a) * L.nbp + b) * L.pl;
-        for (int64_t nn = 0; nn < L.nb; nn++) {
-          T *dst = plane + nn * L.img;
-          if (nn >= nbc) {
-            std::fill(dst, dst + L.img, T(0));
-            continue;
+    for (int64_t nn = 0; nn < L.nb; nn++) {
+      auto row_of = [&](int64_t a, int64_t b, int64_t i) {
+        return buf + ((c * L.na + a) * L.nbp + b) * L.pl + nn * L.img + i * L.pitch;
+      };
+      if (nn >= nbc) {
+        for (int64_t ab = 0; ab < L.na * L.nbp; ab++) {
+          T *dst = row_of(ab / L.nbp, ab % L.nbp, 0);
+          std::fill(dst, dst + L.img, T(0));
+        }
+        continue;
+      }
+      // Rows that fall on padding.
+      for (int64_t a = 0; a < L.na; a++)
+        for (int64_t i = 0; i < L.Hph; i++) {
+          const int64_t h = sh * i + a - g.pad_h;
+          if (h >= 0 && h < H) continue;
+          for (int64_t b = 0; b < L.nbp; b++) std::fill(row_of(a, b, i), row_of(a, b, i) + L.pitch, T(0));
+        }
+      const T *src = x + (nn * g.C + c) * H * W;
+      for (int64_t h = 0; h < H; h++) {
+        if (h + kAhead < H)
+          for (int64_t k = 0; k < W; k += 64 / (int64_t)sizeof(T)) __builtin_prefetch(src + (h + kAhead) * W + k);
+        const int64_t hp = h + g.pad_h, a = hp % sh, i = hp / sh;
+        if (a >= L.na || i >= L.Hph) continue;
+        if (sw == 2 && L.nbp == 2) {
+          // Both column phases from one pass over the row (shared loads; per-row fill calls
+          // and a second pass cost more than the copying of a 56-pixel row).
+          T *d0 = row_of(a, 0, i), *d1 = row_of(a, 1, i);
+          const T *sr = src + h * W - g.pad_w;
+          const int64_t jl = std::max(j_lo[0], j_lo[1]), jh = std::max(jl, std::min(j_hi[0], j_hi[1]));
+          for (int64_t j = 0; j < jl; j++) {
+            d0[j] = j >= j_lo[0] && j < j_hi[0] ? sr[2 * j] : T(0);
+            d1[j] = j >= j_lo[1] && j < j_hi[1] ? sr[2 * j + 1] : T(0);
           }
-          const T *src = x + (nn * g.C + c) * H * W;
-          // Valid column range: j with 0 <= sw*j + b - pw < W.
-          const int64_t j_lo = std::min(L.pitch, std::max<int64_t>(0, cdiv(g.pad_w - b, sw)));
-          const int64_t j_hi = std::max(j_lo, std::min(L.pitch, cdiv(W + g.pad_w - b, sw)));
-          for (int64_t i = 0; i < L.Hph; i++) {
-            T *d = dst + i * L.pitch;
-            const int64_t h = sh * i + a - g.pad_h;
-            if (h < 0 || h >= H) {
-              std::fill(d, d + L.pitch, T(0));
-              continue;
-            }
-            const T *srow = src + h * W + b - g.pad_w;
-            std::fill(d, d + j_lo, T(0));
-            copy_gather(d + j_lo, srow + sw * j_lo, j_hi - j_lo, sw);
-            std::fill(d + j_hi, d + L.pitch, T(0));
+          deinterleave2(d0 + jl, d1 + jl, sr + 2 * jl, jh - jl);
+          for (int64_t j = jh; j < L.pitch; j++) {
+            d0[j] = j >= j_lo[0] && j < j_hi[0] ? sr[2 * j] : T(0);
+            d1[j] = j >= j_lo[1] && j < j_hi[1] ? sr[2 * j + 1] : T(0);
           }
+          continue;
+        }
+        for (int64_t b = 0; b < L.nbp; b++) {
+          T *d = row_of(a, b, i);
+          const T *srow = src + h * W + b - g.pad_w;
+          std::fill(d, d + j_lo[b], T(0));
+          copy_gather(d + j_lo[b], srow + sw * j_lo[b], j_hi[b] - j_lo[b], sw);
+          std::fill(d + j_hi[b], d + L.pitch, T(0));
         }
       }
+    }
   if (c1 == Cg) std::fill(buf + L.planes * L.pl, buf + L.size, T(0));
 }
 
@@ -223,6 +269,29 @@ void tap_conv(const GemmKernels<T> &kr, int64_t M, const T *Ap, int64_t ntaps, c
     epi(0, M, 0, npix);
     return;
   }
+  // A few pixel columns past the last full vector (a 7x7 plane is 3 vectors of 16 and 1 pixel, a
+  // 14x14 plane 12 and 4): the tap tile would spend a whole vector of FMAs on each of them (the
+  // 49-pixel convs of batch-1 inference ran at 77% of their lanes). With A as unpacked rows they
+  // are dot products over the taps instead (after the tiles: rem_cols), with those columns of B
+  // gathered contiguous first. ncols: the columns the tiles compute.
+  const int64_t rem = npix % kr.vl;
+  const bool split = lda && npix > kr.vl && rem > 0 && rem <= kr.vl / 4;
+  const int64_t ncols = split ? npix - rem : npix;
+  auto rem_cols = [&] {
+    thread_local std::vector<T> bt_v;
+    bt_v.resize((size_t)(rem * ntaps));
+    T *bt = bt_v.data();
+    for (int64_t t = 0; t < ntaps; t++)
+      for (int64_t j = 0; j < rem; j++) bt[j * ntaps + t] = src[offs[t] + ncols + j];
+    int64_t boffs[8];
+    for (int64_t j = 0; j < 8; j++) boffs[j] = std::min(j, rem - 1) * ntaps;
+    for (int64_t m = 0; m < M; m++) std::fill(out + m * ldo + ncols, out + m * ldo + npix, T(0));
+    for (int64_t m = 0; m < M; m += kr.dmr)
+      for (int64_t j = 0; j < rem; j += kr.dnt)
+        kr.dot(ntaps, Ap + m * lda, lda, bt, boffs + j, out + m * ldo + ncols + j, ldo,
+               (int)std::min<int64_t>(kr.dmr, M - m), (int)std::min<int64_t>(kr.dnt, rem - j));
+    epi(0, M, ncols, rem);
+  };
   const bool pack = !Bpre && M >= kPackRows;
   T *Bp = pack ? tls_buf<T>(2, (size_t)(KC * NCB)) : nullptr;
   thread_local std::vector<int64_t> poffs_v;
@@ -233,8 +302,8 @@ void tap_conv(const GemmKernels<T> &kr, int64_t M, const T *Ap, int64_t ntaps, c
   for (int64_t t0 = 0; t0 < ntaps; t0 += KC) {
     const int64_t kc = std::min(KC, ntaps - t0);
     const T beta = t0 == 0 ? T(0) : T(1);
-    for (int64_t n0 = 0; n0 < npix; n0 += NCB) {
-      const int64_t nc = std::min(NCB, npix - n0);
+    for (int64_t n0 = 0; n0 < ncols; n0 += NCB) {
+      const int64_t nc = std::min(NCB, ncols - n0);
       if (pack) {
         for (int64_t js = 0; js < nc; js += NR)
           copy_sliver(NR, kc, src + n0 + js, offs + t0, std::min<int64_t>(NR, nc - js), Bp + js * kc);
@@ -257,6 +326,7 @@ void tap_conv(const GemmKernels<T> &kr, int64_t M, const T *Ap, int64_t ntaps, c
       }
     }
   }
+  if (split) rem_cols();
 }
 
 // Runs fn(task) for task in [0, ntasks) on the pool, handing out tasks dynamically: task costs

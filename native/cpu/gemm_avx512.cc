@@ -5,7 +5,7 @@
 // (two FMA ports need >= 8 independent chains to hide the 4-cycle latency). Partial tiles use
 // zero-masked loads, which never fault on masked-out lanes, and only as many vectors as they
 // need. tapr: the same tile reading A as rows of an unpacked matrix (no packing of weights).
-// dot: 4 x 4 dot products, 16 zmm partial sums.
+// dot: 4 x nt (<= 4) dot products, up to 16 zmm partial sums.
 //
 // `#pragma GCC target("avx512f")` instead of build flags; only reached after
 // __builtin_cpu_supports("avx512f"). No std templates below the pragma (see gemm_avx2.cc); the
@@ -119,29 +119,48 @@ void tapr_f32(int64_t kc, const float *a, int64_t lda, const float *b, const int
   tap_any(kc, a, lda, b, offs, c, ldc, mr, nr, 1.0f, beta);
 }
 
-void dot_f32(int64_t len, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c, int64_t ldc,
-             int mr, int nt) {
-  const float *ar[4], *br[4];
+// NT columns (1..4): a 7x7 plane's last pixel (tap_conv's remainder columns) needs one, and the
+// 4-column loop spent 4x the FMAs on it.
+template <int NT>
+inline void dot_tile(int64_t len, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c,
+                     int64_t ldc, int mr) {
+  const float *ar[4], *br[NT];
   for (int i = 0; i < 4; i++) ar[i] = a + (i < mr ? i : mr - 1) * lda;
-  for (int j = 0; j < 4; j++) br[j] = b + offs[j < nt ? j : nt - 1];
-  __m512 acc[16];
-  for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
-  int64_t p = 0;
-  for (;; p += 16) {
+  for (int j = 0; j < NT; j++) br[j] = b + offs[j];
+  __m512 acc[4][NT];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+    for (int j = 0; j < NT; j++) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t p = 0;; p += 16) {
     const __mmask16 m = len - p >= 16 ? (__mmask16)0xFFFF : lane_mask((int)(len - p));
     if (!m) break;
-    __m512 x0 = _mm512_maskz_loadu_ps(m, br[0] + p), x1 = _mm512_maskz_loadu_ps(m, br[1] + p),
-           x2 = _mm512_maskz_loadu_ps(m, br[2] + p), x3 = _mm512_maskz_loadu_ps(m, br[3] + p);
+    __m512 x[NT];
+#pragma GCC unroll 4
+    for (int j = 0; j < NT; j++) x[j] = _mm512_maskz_loadu_ps(m, br[j] + p);
+#pragma GCC unroll 4
     for (int i = 0; i < 4; i++) {
-      __m512 y = _mm512_maskz_loadu_ps(m, ar[i] + p);
-      acc[i * 4 + 0] = _mm512_fmadd_ps(y, x0, acc[i * 4 + 0]);
-      acc[i * 4 + 1] = _mm512_fmadd_ps(y, x1, acc[i * 4 + 1]);
-      acc[i * 4 + 2] = _mm512_fmadd_ps(y, x2, acc[i * 4 + 2]);
-      acc[i * 4 + 3] = _mm512_fmadd_ps(y, x3, acc[i * 4 + 3]);
+      const __m512 y = _mm512_maskz_loadu_ps(m, ar[i] + p);
+#pragma GCC unroll 4
+      for (int j = 0; j < NT; j++) acc[i][j] = _mm512_fmadd_ps(y, x[j], acc[i][j]);
     }
   }
-  for (int i = 0; i < mr; i++)
-    for (int j = 0; j < nt; j++) c[i * ldc + j] += _mm512_reduce_add_ps(acc[i * 4 + j]);
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++) {
+    if (i >= mr) break;
+#pragma GCC unroll 4
+    for (int j = 0; j < NT; j++) c[i * ldc + j] += _mm512_reduce_add_ps(acc[i][j]);
+  }
+}
+
+void dot_f32(int64_t len, const float *a, int64_t lda, const float *b, const int64_t *offs, float *c, int64_t ldc,
+             int mr, int nt) {
+  switch (nt) {
+    case 1: return dot_tile<1>(len, a, lda, b, offs, c, ldc, mr);
+    case 2: return dot_tile<2>(len, a, lda, b, offs, c, ldc, mr);
+    case 3: return dot_tile<3>(len, a, lda, b, offs, c, ldc, mr);
+    default: return dot_tile<4>(len, a, lda, b, offs, c, ldc, mr);
+  }
 }
 
 // bcast: 8 rows x 32 columns = 16 zmm accumulators (one zmm per row when nr <= 16). Per t: one

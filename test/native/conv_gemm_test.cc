@@ -243,6 +243,11 @@ int main(int argc, char **argv) {
       // place (1x1 s1, taps past one KC block) and not (3x3 s2; 1x1 s2 with two images batched).
       {1, 600, 5, 5, 300, 1, 1, 1, 1, 0, 0, 1},    {1, 16, 9, 9, 260, 3, 3, 2, 2, 1, 1, 1},
       {2, 24, 7, 7, 272, 1, 1, 2, 2, 0, 0, 1},
+      // A few pixel columns past the last full vector, as dot products (tap_conv's remainder
+      // columns): 49, 196 and 18 pixels in place (shared pack and not, taps past one KC block),
+      // and a padded 5x5 grid of 49 (non-in-place) with the epilogue.
+      {1, 300, 7, 7, 260, 1, 1, 1, 1, 0, 0, 1},    {1, 40, 14, 14, 36, 1, 1, 1, 1, 0, 0, 1},
+      {1, 520, 9, 2, 70, 1, 1, 1, 1, 0, 0, 1},     {1, 8, 5, 5, 8, 3, 3, 1, 1, 1, 1, 1},
   };
   for (const Shape &s : shapes)
     for (int bias = 0; bias < 2; bias++) {
