@@ -200,7 +200,12 @@ function makeWorker(side, o) {
     [path.join(__dirname, 'node_worker.js'), 'ours', t], { ...common, RESNEXT_NUM_THREADS: t, RX_ROOT: root, ...(variant ? variant.env : {}) });
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const busyWait = (ms) => {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    // spin
+  }
+};
 
 async function exportOnnx(w, o) {
   fs.mkdirSync(cacheDir, { recursive: true });
@@ -243,8 +248,11 @@ async function runWorkload(w, o) {
         if (!Number.isFinite(rep.value)) throw new Error(`${workers[s].name}: step returned ${rep.value}`);
         if (r >= o.warmup) samples[s].push(rep.ms), cpu[s].push(rep.cpuMs);
         // Let the previous worker's thread pool stop spinning (onnxruntime and OpenMP spin
-        // for a while after a run) before the next side's step starts.
-        await sleep(o.pauseMs);
+        // for a while after a run) before the next side's step starts. This process busy-waits
+        // through the pause: with every thread of a small VM asleep for 5 ms or more, the next
+        // few milliseconds ran as if it had one core (bench/ops/bench_ops.cc measured it), which
+        // fell on whichever side stepped next.
+        busyWait(o.pauseMs);
       }
     }
     const res = {};
