@@ -177,6 +177,19 @@ void x_build(const ConvGeom &g, const XLayout &L, const T *x, int64_t nbc, T *bu
           for (int64_t b = 0; b < L.nbp; b++) std::fill(row_of(a, b, i), row_of(a, b, i) + L.pitch, T(0));
         }
       const T *src = x + (nn * g.C + c) * H * W;
+      if (sh == 1 && sw == 1) {
+        // Stride 1 (one phase): short rows (7x7, 14x14 planes) were dominated by the per-row
+        // index arithmetic and the fill/memcpy calls, so this loop keeps only plain copies.
+        T *d = row_of(0, 0, g.pad_h);
+        const int64_t jl = j_lo[0], jh = j_hi[0], pitch = L.pitch, hmax = std::min(H, L.Hph - g.pad_h);
+        for (int64_t h = 0; h < hmax; h++, d += pitch) {
+          const T *sr = src + h * W - g.pad_w;
+          for (int64_t j = 0; j < jl; j++) d[j] = T(0);
+          for (int64_t j = jl; j < jh; j++) d[j] = sr[j];
+          for (int64_t j = jh; j < pitch; j++) d[j] = T(0);
+        }
+        continue;
+      }
       for (int64_t h = 0; h < H; h++) {
         if (h + kAhead < H)
           for (int64_t k = 0; k < W; k += 64 / (int64_t)sizeof(T)) __builtin_prefetch(src + (h + kAhead) * W + k);
