@@ -177,6 +177,27 @@ void x_build(const ConvGeom &g, const XLayout &L, const T *x, int64_t nbc, T *bu
           for (int64_t b = 0; b < L.nbp; b++) std::fill(row_of(a, b, i), row_of(a, b, i) + L.pitch, T(0));
         }
       const T *src = x + (nn * g.C + c) * H * W;
+      if (sh == 2 && sw == 2 && L.na == 2 && L.nbp == 2) {
+        // Stride 2 in both axes with all four phases (3x3 s2): the four image slots zeroed in
+        // one go, then each source row split into its two column phases in one pass: x[h][w]
+        // goes to phase ((h + ph) % 2, (w + pw) % 2), row (h + ph) / 2, column (w + pw) / 2.
+        // (Row by row with per-row edge logic this was 33-45% of the grouped s2 convs.)
+        T *P = row_of(0, 0, 0);
+        for (int64_t ab = 0; ab < 4; ab++) std::fill(P + ab * L.pl, P + ab * L.pl + L.img, T(0));
+        const int64_t be = g.pad_w & 1, je = g.pad_w >> 1, jo = (g.pad_w + 1) >> 1;
+        const int64_t ne = std::max<int64_t>(0, std::min((W + 1) / 2, L.pitch - je));
+        const int64_t no = std::max<int64_t>(0, std::min(W / 2, L.pitch - jo));
+        const int64_t npair = std::min(ne, no);
+        for (int64_t h = 0; h < H; h++) {
+          const int64_t hp = h + g.pad_h, a = hp & 1, i = hp >> 1;
+          if (i >= L.Hph) continue;
+          T *de = P + (a * 2 + be) * L.pl + i * L.pitch + je, *dd = P + (a * 2 + (1 - be)) * L.pl + i * L.pitch + jo;
+          const T *sr = src + h * W;
+          deinterleave2(de, dd, sr, npair);
+          if (ne > npair) de[npair] = sr[2 * npair];
+        }
+        continue;
+      }
       if (sh == 1 && sw == 1) {
         // Stride 1 (one phase): short rows (7x7, 14x14 planes) were dominated by the per-row
         // index arithmetic and the fill/memcpy calls, so this loop keeps only plain copies.

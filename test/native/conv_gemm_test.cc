@@ -248,6 +248,10 @@ int main(int argc, char **argv) {
       // and a padded 5x5 grid of 49 (non-in-place) with the epilogue.
       {1, 300, 7, 7, 260, 1, 1, 1, 1, 0, 0, 1},    {1, 40, 14, 14, 36, 1, 1, 1, 1, 0, 0, 1},
       {1, 520, 9, 2, 70, 1, 1, 1, 1, 0, 0, 1},     {1, 8, 5, 5, 8, 3, 3, 1, 1, 1, 1, 1},
+      // Stride 2 in both axes, all four phases (x_build's two-phase row split): even and odd
+      // paddings and widths.
+      {2, 8, 11, 9, 8, 3, 3, 2, 2, 0, 0, 1},       {1, 8, 10, 13, 8, 5, 5, 2, 2, 2, 2, 2},
+      {3, 4, 7, 8, 6, 4, 4, 2, 2, 3, 1, 2},
   };
   for (const Shape &s : shapes)
     for (int bias = 0; bias < 2; bias++) {
