@@ -397,16 +397,25 @@ int64_t batch_images(int64_t img, int64_t N, bool direct) {
   return nb0;
 }
 
-// Packs A[m][t] = col(t)[m * mstride] (rows [0, M), taps [0, ntaps)) into MR-row panels; walks
-// each tap's column contiguously, which is the cache-friendly order when consecutive m are
-// adjacent in memory (backward-data's transposed weights). Taps [t0, t1) only.
+// Packs A[m][t] = col(t)[m * mstride] (rows [0, M), taps [0, ntaps)) into MR-row panels. Taps
+// [t0, t1) only. Written panel by panel, front to back (MR values of each tap's column at a
+// time): walking tap by tap wrote every value to a different panel, ntaps * MR apart, and packing
+// ResNeXt-50's 2048x1024 1x1 weights took 17% of its backward-data at 7x7.
 template <typename T, typename F>
 void pack_panels_cols(int MR, int64_t M, int64_t ntaps, int64_t t0, int64_t t1, T *dst, int64_t mstride, F col) {
-  const int64_t Mp = cdiv(M, MR) * MR;
-  for (int64_t t = t0; t < t1; t++) {
-    const T *src = col(t);
-    for (int64_t m = 0; m < Mp; m++)
-      dst[(m / MR) * ntaps * MR + t * MR + m % MR] = m < M ? src[m * mstride] : T(0);
+  thread_local std::vector<const T *> cols_v;
+  cols_v.resize((size_t)std::max<int64_t>(0, t1 - t0));
+  const T **cols = cols_v.data();
+  for (int64_t t = t0; t < t1; t++) cols[t - t0] = col(t);
+  for (int64_t m0 = 0; m0 < M; m0 += MR) {
+    T *d = dst + (m0 / MR) * ntaps * MR + t0 * MR;
+    const int64_t mr = std::min<int64_t>(MR, M - m0);
+    for (int64_t t = t0; t < t1; t++, d += MR) {
+      const T *src = cols[t - t0] + m0 * mstride;
+      int64_t i = 0;
+      for (; i < mr; i++) d[i] = src[i * mstride];
+      for (; i < MR; i++) d[i] = T(0);
+    }
   }
 }
 
