@@ -493,8 +493,8 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const ConvEpilogu
     T *wT = call_buf<T>(0, (size_t)(G * ntaps * Kg));
     parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
       for (int64_t gi = g0; gi < g1; gi++)
-        for (int64_t k = 0; k < Kg; k++)
-          for (int64_t t = 0; t < ntaps; t++) wT[(gi * ntaps + t) * Kg + k] = w[(gi * Kg + k) * ntaps + t];
+        for (int64_t t = 0; t < ntaps; t++)  // written in order (reads are the strided side)
+          for (int64_t k = 0; k < Kg; k++) wT[(gi * ntaps + t) * Kg + k] = w[(gi * Kg + k) * ntaps + t];
     });
     run_tasks(base, [&](int64_t task) {
       const int64_t bi = task / G, gi = task % G, BM = kr.bmr;
