@@ -299,12 +299,15 @@ void pack_b(int NR, int64_t ntaps, const T *src, const int64_t *offs, int64_t np
 // lda == 0: Ap holds packed panels; lda > 0: Ap is the unpacked row-major matrix (row stride lda)
 // read by kr.tapr. epi(m0, m1, n0, nc) runs on each finished block of rows [m0, m1) x pixels
 // [n0, n0 + nc) while it is still in cache (the forward's bias / folded batch norm / ReLU).
+// pf() runs before each micro-tile call (the forward prefetches its next task's input there).
 struct NoEpi {
-  void operator()(int64_t, int64_t, int64_t, int64_t) const {}
+  template <typename... A>
+  void operator()(A...) const {}
 };
-template <typename T, typename Epi = NoEpi>
+template <typename T, typename Epi = NoEpi, typename Pf = NoEpi>
 void tap_conv(const GemmKernels<T> &kr, int64_t M, const T *Ap, int64_t ntaps, const T *src, const int64_t *offs,
-              int64_t npix, T *out, int64_t ldo, int64_t lda = 0, const Epi &epi = Epi(), const T *Bpre = nullptr) {
+              int64_t npix, T *out, int64_t ldo, int64_t lda = 0, const Epi &epi = Epi(), const T *Bpre = nullptr,
+              Pf &&pf = Pf()) {
   const int MR = kr.mr, NR = kr.nr;
   const int64_t KC = kKC, MCB = kMCB, NCB = 16 * NR, Np = cdiv(npix, NR) * NR;
   if (ntaps == 0) {
@@ -359,6 +362,7 @@ void tap_conv(const GemmKernels<T> &kr, int64_t M, const T *Ap, int64_t ntaps, c
           const int64_t *bo = pack || Bpre ? poffs : offs + t0;
           for (int64_t m = mc0; m < mc1; m += MR) {
             const int mr = (int)std::min<int64_t>(MR, M - m);
+            pf();
             if (lda)
               kr.tapr(kc, Ap + m * lda + t0, lda, bsrc, bo, out + m * ldo + n0 + js, ldo, mr, nr, beta);
             else
@@ -381,6 +385,50 @@ void run_tasks(int64_t ntasks, F &&fn) {
   parallel_for(0, std::min<int64_t>(num_threads(), ntasks), 1, [&](int64_t, int64_t) {
     for (int64_t t; (t = next.fetch_add(1)) < ntasks;) fn(t);
   });
+}
+
+// Like run_tasks, but each thread claims its next task before it runs the current one and gets
+// its index (-1: none), so it can prefetch that task's input while it computes.
+template <typename F>
+void run_tasks_ahead(int64_t ntasks, F &&fn) {
+  std::atomic<int64_t> next{0};
+  parallel_for(0, std::min<int64_t>(num_threads(), ntasks), 1, [&](int64_t, int64_t) {
+    for (int64_t t = next.fetch_add(1); t < ntasks;) {
+      const int64_t tn = next.fetch_add(1);
+      fn(t, tn < ntasks ? tn : -1);
+      t = tn;
+    }
+  });
+}
+
+// Cache lines of up to 16 byte ranges, `per` of them per call: spread over a task's micro-kernel
+// calls (a burst of prefetches would fill the miss buffers and stall the FMAs behind them).
+struct PrefetchStream {
+  const char *lo[16], *hi[16];
+  int n = 0, cur = 0;
+  int64_t per = 0;
+  void add(const void *p, int64_t bytes) {
+    if (n < 16 && bytes > 0) lo[n] = (const char *)p, hi[n] = (const char *)p + bytes, n++;
+  }
+  int64_t lines() const {
+    int64_t s = 0;
+    for (int i = 0; i < n; i++) s += (hi[i] - lo[i] + 63) / 64;
+    return s;
+  }
+  void operator()() {
+    for (int64_t k = 0; k < per && cur < n; k++) {
+      __builtin_prefetch(lo[cur], 0, 2);
+      lo[cur] += 64;
+      if (lo[cur] >= hi[cur]) cur++;
+    }
+  }
+};
+
+// An input this large is mostly not in cache when a conv starts (batch 8 at 56x56: 12.8-25.7 MB),
+// so prefetching the next task's part pays; a smaller one (a batch-1 inference's 3.2 MB) is
+// usually still in L2/L3, and the prefetches only cost (8% at batch 1, 256x56x56 s2).
+inline bool input_far(const ConvGeom &g, size_t elem) {
+  return (double)g.N * g.C * g.H * g.W * (double)elem >= double(8 << 20);
 }
 
 // Images per batch: about kTargetPix / img, rounded so batches have equal sizes when possible.
@@ -536,7 +584,9 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const ConvEpilogu
   const int64_t rows = cdiv(cdiv(Kg, kr.mr), chunks) * kr.mr;
   // Rows [m0, m1) of (batch bi, group gi) from its B operand src (npix columns at offs), or from
   // Bpre (src packed once for all the row chunks).
-  auto rows_task = [&](int64_t bi, int64_t gi, int64_t m0, int64_t m1, const T *src, const T *Bpre) {
+  PrefetchStream none;
+  auto rows_task = [&](int64_t bi, int64_t gi, int64_t m0, int64_t m1, const T *src, const T *Bpre,
+                       PrefetchStream *pfs) {
     const int64_t n0 = bi * L.nb, nbc = std::min(L.nb, g.N - n0);
     const T *Ap = w + (gi * Kg + m0) * ntaps;
     const int64_t lda = ntaps;
@@ -553,7 +603,7 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const ConvEpilogu
       return;
     }
     T *out = tls_buf<T>(1, (size_t)((m1 - m0) * L.pl));
-    tap_conv(kr, m1 - m0, Ap, ntaps, src, offs.data(), nbc * L.img, out, L.pl, lda, NoEpi(), Bpre);
+    tap_conv(kr, m1 - m0, Ap, ntaps, src, offs.data(), nbc * L.img, out, L.pl, lda, NoEpi(), Bpre, *pfs);
     for (int64_t nn = 0; nn < nbc; nn++)
       for (int64_t m = m0; m < m1; m++) {
         const int64_t k = gi * Kg + m;
@@ -581,21 +631,33 @@ void conv2d_forward(const ConvGeom &g, const T *x, const T *w, const ConvEpilogu
       });
       run_tasks(chunks, [&](int64_t ci) {
         const int64_t m0 = ci * rows, m1 = std::min(Kg, m0 + rows);
-        if (m0 < m1) rows_task(bi, gi, m0, m1, src, Bp);
+        if (m0 < m1) rows_task(bi, gi, m0, m1, src, Bp, &none);
       });
     }
     return;
   }
-  run_tasks(base * chunks, [&](int64_t task) {
+  // Non-in-place tasks copy their input (x_build) from x, often far out of cache (25.7 MB for
+  // ResNeXt-50's 256x56x56 stride-2 grouped conv at batch 8): each task prefetches the next one's
+  // input under its own FMAs.
+  const bool far = input_far(g, sizeof(T));
+  run_tasks_ahead(base * chunks, [&](int64_t task, int64_t next) {
     const int64_t bi = task / (G * chunks), gi = task / chunks % G, ci = task % chunks;
     const int64_t n0 = bi * L.nb, nbc = std::min(L.nb, g.N - n0);
     const int64_t m0 = ci * rows, m1 = std::min(Kg, m0 + rows);
     if (m0 >= m1) return;
     const T *xg = x + (n0 * g.C + gi * Cg) * HW;
-    if (inplace) return rows_task(bi, gi, m0, m1, xg, nullptr);
+    if (inplace) return rows_task(bi, gi, m0, m1, xg, nullptr, &none);
     T *buf = tls_buf<T>(0, (size_t)L.size);
     x_build(g, L, xg, nbc, buf);
-    rows_task(bi, gi, m0, m1, buf, nullptr);
+    PrefetchStream pfs;
+    if (far && next >= 0 && next / chunks != task / chunks) {
+      const int64_t nbi = next / (G * chunks), ngi = next / chunks % G, nn0 = nbi * L.nb;
+      for (int64_t nn = 0; nn < std::min(L.nb, g.N - nn0); nn++)
+        pfs.add(x + ((nn0 + nn) * g.C + ngi * Cg) * HW, Cg * HW * (int64_t)sizeof(T));
+      const int64_t calls = cdiv(m1 - m0, kr.mr) * cdiv(nbc * L.img, kr.nr) * cdiv(ntaps, kKC);
+      pfs.per = cdiv(pfs.lines(), calls) + 1;
+    }
+    rows_task(bi, gi, m0, m1, buf, nullptr, &pfs);
   });
 }
 
@@ -973,6 +1035,7 @@ void conv2d_backward_filter(const ConvGeom &g, const T *gy, const T *x, T *gw) {
     });
     return;
   }
+  const bool far = input_far(g, sizeof(T));
   run_tasks(splits * G * chunks, [&](int64_t task) {
     {
       const int64_t si = task / (G * chunks), gi = task / chunks % G, ci = task % chunks;
@@ -1010,6 +1073,18 @@ void conv2d_backward_filter(const ConvGeom &g, const T *gy, const T *x, T *gw) {
           filter_tap_block(kr, M, ntaps, gys, lda, xs, offs.data(), len, gwg);
           continue;
         }
+        // The next batch's x and gy are read from memory (25.7 MB of x for 256x56x56 s2 at batch
+        // 8: x_build was 35% of its time): requested now, under this batch's dot products.
+        PrefetchStream pfs;
+        if (!inplace && far && bi + 1 < b_hi) {
+          const int64_t n1 = n0 + L.nb, nb1 = std::min(L.nb, g.N - n1);
+          for (int64_t nn = 0; nn < nb1; nn++) {
+            pfs.add(x + ((n1 + nn) * g.C + gi * Cg) * HW, Cg * HW * (int64_t)sizeof(T));
+            pfs.add(gy + ((n1 + nn) * g.K + gi * Kg + m0) * PQ, M * PQ * (int64_t)sizeof(T));
+          }
+          const int64_t calls = cdiv(len, LB) * cdiv(M, kr.dmr) * cdiv(ntaps, kr.dnt);
+          pfs.per = cdiv(pfs.lines(), calls) + 1;
+        }
         for (int64_t p0 = 0; p0 < len; p0 += LB) {
           const int64_t lb = std::min(LB, len - p0);
           for (int64_t tb0 = 0; tb0 < ntaps; tb0 += TB) {
@@ -1018,6 +1093,7 @@ void conv2d_backward_filter(const ConvGeom &g, const T *gy, const T *x, T *gw) {
               const int mr = (int)std::min<int64_t>(kr.dmr, M - m);
               for (int64_t t = tb0; t < tb1; t += kr.dnt) {
                 const int nt = (int)std::min<int64_t>(kr.dnt, tb1 - t);
+                pfs();
                 kr.dot(lb, gys + m * lda + p0, lda, xs + p0, offs.data() + t, gwg + m * ntaps + t, ntaps, mr, nt);
               }
             }
