@@ -150,9 +150,10 @@ void x_offsets(const ConvGeom &g, const XLayout &L, int64_t pl, int64_t *offs) {
 // nbc and the tail are zeroed (backward-filter multiplies them by zero gy, so they must be finite).
 // Channels [c0, c1) only when given (c1 < 0: all); the tail is zeroed by the range that ends at Cg.
 // The source is walked once, row after row (row h goes to row (h + pad_h) / sh of phase
-// (h + pad_h) % sh, once per column phase), with the rows a little ahead prefetched: walking it
-// phase by phase read every row twice with stride 2 (and each phase's rows 2 apart), and the
-// misses did not overlap; x_build was 45% of a stride-2 grouped conv (256x56x56 g32, Zen 4).
+// (h + pad_h) % sh, once per column phase). Walking it phase by phase re-read every row with
+// stride 2 and made x_build 45% of a stride-2 grouped conv (256x56x56 g32, Zen 4); its per-row
+// index arithmetic and fill/memcpy calls were most of what was left, so stride 1 and 3x3-style
+// stride 2 (all four phases) have their own tight loops; other strides take the general one.
 template <typename T>
 void x_build(const ConvGeom &g, const XLayout &L, const T *x, int64_t nbc, T *buf, int64_t c0 = 0, int64_t c1 = -1) {
   const int64_t Cg = g.C / g.groups, H = g.H, W = g.W, sh = g.stride_h, sw = g.stride_w;
