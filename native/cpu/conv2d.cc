@@ -166,7 +166,6 @@ void x_build(const ConvGeom &g, const XLayout &L, const T *x, int64_t nbc, T *bu
     j_lo[b] = std::min(L.pitch, std::max<int64_t>(0, cdiv(g.pad_w - b, sw)));
     j_hi[b] = std::max(j_lo[b], std::min(L.pitch, cdiv(W + g.pad_w - b, sw)));
   }
-  constexpr int64_t kAhead = 4;  // rows prefetched ahead
   for (int64_t c = c0; c < c1; c++)
     for (int64_t nn = 0; nn < L.nb; nn++) {
       auto row_of = [&](int64_t a, int64_t b, int64_t i) {
@@ -179,13 +178,6 @@ void x_build(const ConvGeom &g, const XLayout &L, const T *x, int64_t nbc, T *bu
         }
         continue;
       }
-      // Rows that fall on padding.
-      for (int64_t a = 0; a < L.na; a++)
-        for (int64_t i = 0; i < L.Hph; i++) {
-          const int64_t h = sh * i + a - g.pad_h;
-          if (h >= 0 && h < H) continue;
-          for (int64_t b = 0; b < L.nbp; b++) std::fill(row_of(a, b, i), row_of(a, b, i) + L.pitch, T(0));
-        }
       const T *src = x + (nn * g.C + c) * H * W;
       if (sh == 2 && sw == 2 && L.na == 2 && L.nbp == 2) {
         // Stride 2 in both axes with all four phases (3x3 s2): the four image slots zeroed in
@@ -208,6 +200,13 @@ void x_build(const ConvGeom &g, const XLayout &L, const T *x, int64_t nbc, T *bu
         }
         continue;
       }
+      // Rows that fall on padding.
+      for (int64_t a = 0; a < L.na; a++)
+        for (int64_t i = 0; i < L.Hph; i++) {
+          const int64_t h = sh * i + a - g.pad_h;
+          if (h >= 0 && h < H) continue;
+          for (int64_t b = 0; b < L.nbp; b++) std::fill(row_of(a, b, i), row_of(a, b, i) + L.pitch, T(0));
+        }
       if (sh == 1 && sw == 1) {
         // Stride 1 (one phase): short rows (7x7, 14x14 planes) were dominated by the per-row
         // index arithmetic and the fill/memcpy calls, so this loop keeps only plain copies.
@@ -222,27 +221,8 @@ void x_build(const ConvGeom &g, const XLayout &L, const T *x, int64_t nbc, T *bu
         continue;
       }
       for (int64_t h = 0; h < H; h++) {
-        if (h + kAhead < H)
-          for (int64_t k = 0; k < W; k += 64 / (int64_t)sizeof(T)) __builtin_prefetch(src + (h + kAhead) * W + k);
         const int64_t hp = h + g.pad_h, a = hp % sh, i = hp / sh;
         if (a >= L.na || i >= L.Hph) continue;
-        if (sw == 2 && L.nbp == 2) {
-          // Both column phases from one pass over the row (shared loads; per-row fill calls
-          // and a second pass cost more than the copying of a 56-pixel row).
-          T *d0 = row_of(a, 0, i), *d1 = row_of(a, 1, i);
-          const T *sr = src + h * W - g.pad_w;
-          const int64_t jl = std::max(j_lo[0], j_lo[1]), jh = std::max(jl, std::min(j_hi[0], j_hi[1]));
-          for (int64_t j = 0; j < jl; j++) {
-            d0[j] = j >= j_lo[0] && j < j_hi[0] ? sr[2 * j] : T(0);
-            d1[j] = j >= j_lo[1] && j < j_hi[1] ? sr[2 * j + 1] : T(0);
-          }
-          deinterleave2(d0 + jl, d1 + jl, sr + 2 * jl, jh - jl);
-          for (int64_t j = jh; j < L.pitch; j++) {
-            d0[j] = j >= j_lo[0] && j < j_hi[0] ? sr[2 * j] : T(0);
-            d1[j] = j >= j_lo[1] && j < j_hi[1] ? sr[2 * j + 1] : T(0);
-          }
-          continue;
-        }
         for (int64_t b = 0; b < L.nbp; b++) {
           T *d = row_of(a, b, i);
           const T *srow = src + h * W + b - g.pad_w;
@@ -870,43 +850,30 @@ void conv2d_backward_data(const ConvGeom &g, const T *gy, const T *w, T *gx) {
         tap_conv(kr, M, wp + wp_at[pi] + gi * Mp * nt + m0 * nt, nt, buf, offs[pi].data(), nbc * img,
                  out + pi * M * pl, pl);
       }
-      const bool four = sh == 2 && sw == 2 && eh == 2 && ew == 2 && phase_of[0] >= 0 && phase_of[1] >= 0 &&
-                        phase_of[2] >= 0 && phase_of[3] >= 0;
+      // Each gx row interleaves the column phases of its row phase. The phase planes of a channel
+      // are looked up once (per row, the lookups were 44% of a 256x56x56 s2 grouped backward-data).
+      thread_local std::vector<const T *> ps_v;
+      ps_v.resize((size_t)(eh * ew));
+      const T **ps = ps_v.data();
       for (int64_t nn = 0; nn < nbc; nn++)
         for (int64_t c = m0; c < m1; c++) {
           T *dst = gx + ((n0 + nn) * g.C + gi * Cg + c) * HW;
-          if (four) {
-            // Stride 2, all four phases computed (3x3 s2): each gx row interleaves the two column
-            // phases of its row phase, with the phase rows looked up once per channel (per row,
-            // the lookups were 44% of a 256x56x56 s2 grouped backward-data).
-            const T *ps[4];
-            for (int64_t q = 0; q < 4; q++) ps[q] = out + (phase_of[q] * M + c - m0) * pl + nn * img;
-            for (int64_t h = 0; h < g.H; h++) {
-              const int64_t e = h & 1, off = (h >> 1) * Wg;
-              const T *s0 = ps[2 * e] + off, *s1 = ps[2 * e + 1] + off;
-              interleave2(dst + h * g.W, s0, s1, g.W / 2);
-              if (g.W % 2) dst[h * g.W + g.W - 1] = s0[g.W / 2];
-            }
-            continue;
-          }
+          for (int64_t q = 0; q < eh * ew; q++)
+            ps[q] = phase_of[q] < 0 ? nullptr : out + (phase_of[q] * M + c - m0) * pl + nn * img;
           for (int64_t h = 0; h < g.H; h++) {
             T *drow = dst + h * g.W;
-            const int64_t e = h % sh, i = h / sh;
-            auto src_of = [&](int64_t f) -> const T * {
-              const int64_t pi = phase_of[e * ew + f];
-              return pi < 0 ? nullptr : out + (pi * M + c - m0) * pl + nn * img + i * Wg;
-            };
+            const int64_t e = h % sh, off = h / sh * Wg;
+            const T *s0 = ps[e * ew] ? ps[e * ew] + off : nullptr;
+            const T *s1 = ew > 1 && ps[e * ew + 1] ? ps[e * ew + 1] + off : nullptr;
             if (sw == 1) {
-              const T *s0 = src_of(0);
               if (s0) std::memcpy(drow, s0, g.W * sizeof(T));
               else std::fill(drow, drow + g.W, T(0));
-            } else if (sw == 2 && ew == 2 && src_of(0) && src_of(1)) {
-              const T *s0 = src_of(0), *s1 = src_of(1);
-              for (int64_t j = 0; j < g.W / 2; j++) drow[2 * j] = s0[j], drow[2 * j + 1] = s1[j];
+            } else if (sw == 2 && ew == 2 && s0 && s1) {
+              interleave2(drow, s0, s1, g.W / 2);
               if (g.W % 2) drow[g.W - 1] = s0[g.W / 2];
             } else {
               for (int64_t f = 0; f < ew; f++) {
-                const T *sp = src_of(f);
+                const T *sp = ps[e * ew + f] ? ps[e * ew + f] + off : nullptr;
                 for (int64_t j = 0, w = f; w < g.W; j++, w += sw) drow[w] = sp ? sp[j] : T(0);
               }
             }
